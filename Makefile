@@ -1,0 +1,53 @@
+# The two set-up commands for a newcomer are `make demo` and `make test`; both install what
+# they need first (Debian packages as root, then a virtual environment in .venv).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LAB ?= $(CURDIR)/.lab/demo
+
+DEB_PACKAGES := pebble bind9 bind9-utils bind9-dnsutils unbound libnss3-tools libreswan \
+                nginx iproute2 openssl ca-certificates python3-venv
+
+.PHONY: deps deb-deps venv demo test lint typecheck unit lab-up lab-down clean
+
+deps: deb-deps venv
+
+# Idempotent: installs only what is missing, so repeated runs cost a dpkg query.
+deb-deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root to install Debian packages" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check oeagent lab tests
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: deps lint typecheck
+	$(VENV)/bin/pytest -q -ra tests
+
+lab-up: deps
+	$(PY) -m lab up $(LAB)
+
+lab-down: venv
+	$(PY) -m lab down $(LAB)
+
+demo: deps
+	bash scripts/demo.sh $(LAB)
+
+clean:
+	rm -rf $(VENV) .lab .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""Allow ``python -m oeagent``."""
+
+from oeagent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,454 @@
+"""The configuration: TOML read with ``tomllib`` into typed, frozen objects.
+
+Loading never stops at the first problem: every unknown key, wrong type, bad value and missing
+file is collected with its key path and raised together as one ConfigError (exit 78), so an
+operator fixes a config in one pass. Secrets are not in the TOML; see ``oeagent.secrets``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from oeagent import names
+from oeagent.errors import ConfigError
+from oeagent.secrets import Secret, read_secret
+
+DEFAULT_CONFIG_PATH = Path("/etc/oeagent/oeagent.toml")
+CONFIG_ENV = "OEAGENT_CONFIG"
+LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+BUILTIN_TRUST_ANCHORS = ("letsencrypt",)
+KEY_ALGORITHMS = ("ecdsa-p256", "rsa-2048", "rsa-3072")
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-md5")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    names: tuple[str, ...]
+    """FQDNs in the certificate; the first is the host's primary identity."""
+    addresses: tuple[str, ...] = ()
+    """Optional IP identifiers (http-01 only)."""
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    directory: str = LETSENCRYPT_DIRECTORY
+    email: str | None = None
+    agree_tos: bool = False
+    ca_bundle: Path | None = None
+    profile: str | None = None
+    eab_kid: str | None = None
+    eab_hmac_key: Secret | None = None
+    network_timeout: float = 30.0
+    order_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    algorithm: str = "ecdsa-p256"
+    reuse: bool = True
+
+
+@dataclass(frozen=True)
+class HttpChallengeConfig:
+    mode: str = "standalone"
+    """``standalone`` (built-in responder) or ``webroot``."""
+    listen_address: str = "::"
+    port: int = 80
+    webroot: Path | None = None
+
+
+@dataclass(frozen=True)
+class DnsChallengeConfig:
+    server: str = "127.0.0.1"
+    """Address of the primary server that accepts updates (and answers authoritatively)."""
+    port: int = 53
+    zone: str | None = None
+    tsig_key_name: str = "oeagent"
+    tsig_algorithm: str = "hmac-sha256"
+    tsig_secret: Secret | None = None
+    ttl: int = 60
+    propagation_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class ChallengeConfig:
+    type: str = "http-01"
+    http: HttpChallengeConfig = field(default_factory=HttpChallengeConfig)
+    dns: DnsChallengeConfig = field(default_factory=DnsChallengeConfig)
+
+
+@dataclass(frozen=True)
+class NssConfig:
+    database: str = "sql:/var/lib/ipsec/nss"
+    nickname: str = "oeagent"
+    password_file: Path | None = None
+    trust_anchors: str = "letsencrypt"
+    """``letsencrypt`` (ISRG Root X1 and X2, shipped) or the path of a PEM bundle."""
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.database.removeprefix("sql:"))
+
+
+@dataclass(frozen=True)
+class PlutoConfig:
+    ctlsocket: Path = Path("/run/pluto/pluto.ctl")
+    ipsec_dir: Path = Path("/etc/ipsec.d")
+
+
+@dataclass(frozen=True)
+class Config:
+    host: HostConfig
+    state_dir: Path = Path("/var/lib/oeagent")
+    lock_timeout: float = 60.0
+    acme: AcmeConfig = field(default_factory=AcmeConfig)
+    key: KeyConfig = field(default_factory=KeyConfig)
+    challenge: ChallengeConfig = field(default_factory=ChallengeConfig)
+    nss: NssConfig = field(default_factory=NssConfig)
+    pluto: PlutoConfig = field(default_factory=PlutoConfig)
+    source: Path | None = None
+
+
+def config_path_from(cli_value: str | None) -> Path:
+    """``--config`` wins, then ``$OEAGENT_CONFIG``, then the default path."""
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load(path: Path) -> Config:
+    """Read and validate the config at ``path``; raise ConfigError with every problem."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"file not found: {path}"], path) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror}"], path) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(["not valid UTF-8"], path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], path) from None
+    return parse(data, base_dir=path.parent.resolve(), source=path)
+
+
+def parse(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
+    """Build a Config from already-decoded TOML; relative paths are taken from ``base_dir``."""
+    reader = _Reader(data, base_dir)
+    config = _build(reader)
+    reader.reject_unknown()
+    if reader.problems or config is None:
+        raise ConfigError(reader.problems, source)
+    return Config(**{**config.__dict__, "source": source})
+
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+class _Table:
+    """One TOML table being read: tracks which keys were used and where it sits."""
+
+    def __init__(self, reader: _Reader, data: dict[str, Any], path: str) -> None:
+        self.reader = reader
+        self.data = data
+        self.path = path
+        self.used: set[str] = set()
+        reader.tables.append(self)
+
+    def key_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _get(self, key: str, kind: type | tuple[type, ...], kind_name: str) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            return _MISSING
+        value = self.data[key]
+        # bool is an int in Python; a TOML boolean is never a number here.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            self.reader.problem(self.key_path(key), f"must be {kind_name}, not a boolean")
+            return _MISSING
+        if not isinstance(value, kind):
+            self.reader.problem(self.key_path(key), f"must be {kind_name}, not {_toml_type(value)}")
+            return _MISSING
+        return value
+
+    def text(self, key: str, default: T, check: Callable[[str], Any] | None = None) -> str | T:
+        value = self._get(key, str, "a string")
+        if value is _MISSING:
+            return default
+        if check is not None:
+            try:
+                return check(value)  # type: ignore[no-any-return]
+            except ValueError as exc:
+                self.reader.problem(self.key_path(key), str(exc))
+                return default
+        return value  # type: ignore[no-any-return]
+
+    def optional_text(self, key: str, check: Callable[[str], Any] | None = None) -> str | None:
+        value = self.text(key, None, check)
+        return value or None
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(key, default)
+        if value not in choices:
+            self.reader.problem(
+                self.key_path(key), f"must be one of {', '.join(choices)}; got {value!r}"
+            )
+            return default
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self._get(key, (int, float), "a number")
+        if value is _MISSING:
+            return default
+        if not low <= value <= high:
+            self.reader.problem(self.key_path(key), f"must be between {low:g} and {high:g}; got {value}")
+            return default
+        return float(value)
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self._get(key, int, "an integer")
+        if value is _MISSING:
+            return default
+        if not low <= value <= high:
+            self.reader.problem(self.key_path(key), f"must be between {low} and {high}; got {value}")
+            return default
+        return int(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, bool, "true or false")
+        return default if value is _MISSING else bool(value)
+
+    def text_list(self, key: str, check: Callable[[str], str]) -> tuple[str, ...]:
+        value = self._get(key, list, "a list of strings")
+        if value is _MISSING:
+            return ()
+        out: list[str] = []
+        for index, item in enumerate(value):
+            where = f"{self.key_path(key)}[{index}]"
+            if not isinstance(item, str):
+                self.reader.problem(where, f"must be a string, not {_toml_type(item)}")
+                continue
+            try:
+                checked = check(item)
+            except ValueError as exc:
+                self.reader.problem(where, str(exc))
+                continue
+            if checked in out:
+                self.reader.problem(where, f"{item!r} is listed twice")
+                continue
+            out.append(checked)
+        return tuple(out)
+
+    def path_value(self, key: str, default: Path | None, must_exist: bool = False) -> Path | None:
+        value = self.text(key, None)
+        if not value:
+            return default
+        if "\x00" in value:
+            self.reader.problem(self.key_path(key), "contains a NUL byte")
+            return default
+        resolved = Path(value) if os.path.isabs(value) else self.reader.base_dir / value
+        if must_exist and not resolved.exists():
+            self.reader.problem(self.key_path(key), f"file not found: {resolved}")
+        return resolved
+
+    def secret(self, key: str) -> Secret | None:
+        value = self.text(key, None)
+        if not value:
+            return None
+        try:
+            return read_secret(value, self.reader.base_dir)
+        except ValueError as exc:
+            self.reader.problem(self.key_path(key), str(exc))
+            return None
+
+    def table(self, key: str) -> _Table:
+        value = self._get(key, dict, "a table")
+        return _Table(self.reader, {} if value is _MISSING else value, self.key_path(key))
+
+    def require(self, key: str, why: str) -> None:
+        if key not in self.data:
+            self.reader.problem(self.key_path(key), f"is required: {why}")
+
+
+class _Reader:
+    def __init__(self, data: dict[str, Any], base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+        self.tables: list[_Table] = []
+        self.root = _Table(self, data, "")
+
+    def problem(self, key_path: str, message: str) -> None:
+        self.problems.append(f"{key_path}: {message}")
+
+    def reject_unknown(self) -> None:
+        for table in self.tables:
+            for key in table.data:
+                if key not in table.used:
+                    self.problem(table.key_path(key), "unknown key")
+
+
+def _toml_type(value: object) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _check_url(value: str) -> str:
+    if not value.startswith("https://"):
+        if value.startswith("http://"):
+            raise ValueError("must be an https:// URL (the ACME protocol requires TLS)")
+        raise ValueError(f"{value!r} is not an https:// URL")
+    return value
+
+
+def _check_email(value: str) -> str:
+    local, _, domain = value.partition("@")
+    if not local or not domain or any(c in value for c in " \t\r\n,;<>\x00"):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+def _check_profile(value: str) -> str:
+    if not value.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"{value!r} is not a profile name")
+    return value
+
+
+def _build(reader: _Reader) -> Config | None:
+    root = reader.root
+    host_table = root.table("host")
+    host_table.require("names", "the certificate needs at least one FQDN")
+    host = HostConfig(
+        names=host_table.text_list("names", names.normalize_fqdn),
+        addresses=host_table.text_list("addresses", names.normalize_ip),
+    )
+    if "names" in host_table.data and not host.names and isinstance(host_table.data["names"], list):
+        reader.problem("host.names", "must list at least one FQDN")
+
+    acme_t = root.table("acme")
+    eab_kid = acme_t.optional_text("eab_kid")
+    eab_key = acme_t.secret("eab_hmac_key_file")
+    if bool(eab_kid) != bool(eab_key) and not any("acme.eab_hmac_key_file" in p for p in reader.problems):
+        reader.problem("acme.eab_kid", "eab_kid and eab_hmac_key_file must be given together")
+    acme = AcmeConfig(
+        directory=acme_t.text("directory", LETSENCRYPT_DIRECTORY, _check_url),
+        email=acme_t.optional_text("email", _check_email),
+        agree_tos=acme_t.boolean("agree_tos", False),
+        ca_bundle=acme_t.path_value("ca_bundle", None, must_exist=True),
+        profile=acme_t.optional_text("profile", _check_profile),
+        eab_kid=eab_kid,
+        eab_hmac_key=eab_key,
+        network_timeout=acme_t.number("network_timeout", 30.0, 1, 600),
+        order_timeout=acme_t.number("order_timeout", 120.0, 5, 3600),
+    )
+
+    key_t = root.table("key")
+    key = KeyConfig(
+        algorithm=key_t.choice("algorithm", "ecdsa-p256", KEY_ALGORITHMS),
+        reuse=key_t.boolean("reuse", True),
+    )
+
+    chall_t = root.table("challenge")
+    ctype = chall_t.choice("type", "http-01", ("http-01", "dns-01"))
+    http_t = chall_t.table("http")
+    http = HttpChallengeConfig(
+        mode=http_t.choice("mode", "standalone", ("standalone", "webroot")),
+        listen_address=http_t.text("listen_address", "::", names.normalize_ip),
+        port=http_t.integer("port", 80, 1, 65535),
+        webroot=http_t.path_value("webroot", None),
+    )
+    if ctype == "http-01" and http.mode == "webroot" and http.webroot is None:
+        reader.problem("challenge.http.webroot", "is required when challenge.http.mode = 'webroot'")
+    dns_t = chall_t.table("dns")
+    dns = DnsChallengeConfig(
+        server=dns_t.text("server", "127.0.0.1", names.normalize_ip),
+        port=dns_t.integer("port", 53, 1, 65535),
+        zone=dns_t.optional_text("zone", names.normalize_fqdn),
+        tsig_key_name=dns_t.text("tsig_key_name", "oeagent", _check_key_name),
+        tsig_algorithm=dns_t.choice("tsig_algorithm", "hmac-sha256", TSIG_ALGORITHMS),
+        tsig_secret=dns_t.secret("tsig_secret_file"),
+        ttl=dns_t.integer("ttl", 60, 0, 86400),
+        propagation_timeout=dns_t.number("propagation_timeout", 60.0, 1, 3600),
+    )
+    if ctype == "dns-01" and dns.tsig_secret is None and "tsig_secret_file" not in dns_t.data:
+        reader.problem("challenge.dns.tsig_secret_file", "is required for dns-01 (RFC 2136 updates are TSIG-signed)")
+    if ctype == "dns-01" and host.addresses:
+        reader.problem("host.addresses", "IP identifiers can only be validated with http-01, not dns-01")
+    challenge = ChallengeConfig(type=ctype, http=http, dns=dns)
+
+    nss_t = root.table("nss")
+    nss = NssConfig(
+        database=nss_t.text("database", "sql:/var/lib/ipsec/nss", _check_nss_database(reader)),
+        nickname=nss_t.text("nickname", "oeagent", names.check_nickname),
+        password_file=nss_t.path_value("password_file", None, must_exist=True),
+        trust_anchors=nss_t.text("trust_anchors", "letsencrypt", _check_trust_anchors(reader)),
+    )
+
+    pluto_t = root.table("pluto")
+    pluto = PlutoConfig(
+        ctlsocket=pluto_t.path_value("ctlsocket", Path("/run/pluto/pluto.ctl")) or Path("/run/pluto/pluto.ctl"),
+        ipsec_dir=pluto_t.path_value("ipsec_dir", Path("/etc/ipsec.d")) or Path("/etc/ipsec.d"),
+    )
+
+    state_dir = root.path_value("state_dir", Path("/var/lib/oeagent")) or Path("/var/lib/oeagent")
+    return Config(
+        host=host,
+        state_dir=state_dir,
+        lock_timeout=root.number("lock_timeout", 60.0, 0, 3600),
+        acme=acme,
+        key=key,
+        challenge=challenge,
+        nss=nss,
+        pluto=pluto,
+    )
+
+
+def _check_key_name(value: str) -> str:
+    # TSIG key names are domain names; BIND's tsig-keygen names are usually single labels.
+    stripped = value.rstrip(".")
+    if not stripped or any(not part or len(part) > 63 for part in stripped.split(".")):
+        raise ValueError(f"{value!r} is not a valid TSIG key name")
+    if any(c in value for c in " \t\r\n\"'\\;\x00/"):
+        raise ValueError(f"{value!r} is not a valid TSIG key name")
+    return stripped
+
+
+def _check_nss_database(reader: _Reader) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not value.startswith("sql:"):
+            raise ValueError("must be an 'sql:DIRECTORY' NSS database (libreswan 4+ uses sql:)")
+        directory = value.removeprefix("sql:")
+        if not directory or "\x00" in directory:
+            raise ValueError("names no directory")
+        path = Path(directory) if os.path.isabs(directory) else reader.base_dir / directory
+        return f"sql:{path}"
+
+    return check
+
+
+def _check_trust_anchors(reader: _Reader) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value in BUILTIN_TRUST_ANCHORS:
+            return value
+        path = Path(value) if os.path.isabs(value) else reader.base_dir / value
+        if not path.is_file():
+            raise ValueError(
+                f"must be 'letsencrypt' or the path of a PEM bundle; file not found: {path}"
+            )
+        return str(path)
+
+    return check

@@ -1,0 +1,71 @@
+"""Validation of the names and addresses oeagent puts on the wire, in files and in argv.
+
+Everything that comes from config (and later from DNS or HTTPS) passes through here before any
+subprocess, file path or DNS query uses it, so hostile input is rejected at the door.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_NICKNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def normalize_fqdn(name: str) -> str:
+    """Return ``name`` as a lower-case A-label FQDN without trailing dot, or raise ValueError.
+
+    Accepts internationalised names (converted with IDNA) but refuses anything that is not a
+    plain host name: wildcards, empty labels, labels over 63 octets, names over 253 octets,
+    underscores, shell or path characters, NUL bytes, bare IP addresses, single labels.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("empty name")
+    candidate = name[:-1] if name.endswith(".") else name
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        pass
+    else:
+        raise ValueError(f"{name!r} is an IP address, not a host name")
+    if not candidate.isascii():
+        try:
+            candidate = candidate.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValueError(f"{name!r} is not a valid internationalised name: {exc}") from exc
+    candidate = candidate.lower()
+    if len(candidate) > 253:
+        raise ValueError(f"{name!r} is longer than 253 characters")
+    labels = candidate.split(".")
+    if len(labels) < 2:
+        raise ValueError(f"{name!r} is not a fully qualified name (needs a dot)")
+    for label in labels:
+        if not _LABEL.match(label):
+            raise ValueError(
+                f"{name!r} has an invalid label {label!r} "
+                "(letters, digits and inner hyphens only, 1-63 characters)"
+            )
+    if labels[-1].isdigit():
+        raise ValueError(f"{name!r} has an all-numeric top-level label")
+    return candidate
+
+
+def normalize_ip(text: str) -> str:
+    """Return the canonical text of an IPv4/IPv6 address, or raise ValueError."""
+    if not isinstance(text, str):
+        raise ValueError("not a string")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an IP address") from exc
+
+
+def check_nickname(nickname: str) -> str:
+    """NSS nicknames oeagent manages: a safe, stable token (also used in file names)."""
+    if not isinstance(nickname, str) or not _NICKNAME.match(nickname):
+        raise ValueError(
+            f"{nickname!r} is not a usable nickname "
+            "(1-64 of letters, digits, '.', '_', '-', starting with a letter or digit)"
+        )
+    return nickname

@@ -1,0 +1,56 @@
+"""What a command tells its user: a step-by-step account, as text or as one JSON object.
+
+Actions call ``reporter.step(...)`` as they change or check things; the CLI chooses how the
+account is rendered. Nothing secret is ever passed here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+
+@dataclass
+class Step:
+    name: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Reporter:
+    """Collects steps; prints each as it happens in text mode, all at the end in JSON mode."""
+
+    def __init__(self, as_json: bool = False, stream: TextIO | None = None) -> None:
+        self.as_json = as_json
+        self.stream = stream if stream is not None else sys.stdout
+        self.steps: list[Step] = []
+
+    def step(self, name: str, message: str, **data: Any) -> None:
+        self.steps.append(Step(name, message, data))
+        if not self.as_json:
+            self.stream.write(f"[{name}] {message}\n")
+            self.stream.flush()
+
+    def finish(self, command: str, ok: bool, error: str | None = None, **result: Any) -> None:
+        if self.as_json:
+            document = {
+                "command": command,
+                "ok": ok,
+                "error": error,
+                "steps": [{"step": s.name, "message": s.message, **s.data} for s in self.steps],
+                **result,
+            }
+            self.stream.write(json.dumps(document, default=str, sort_keys=False) + "\n")
+            self.stream.flush()
+
+
+class NullReporter(Reporter):
+    """Discards everything; for library use and tests that do not look at the account."""
+
+    def __init__(self) -> None:
+        super().__init__(as_json=True, stream=None)
+
+    def finish(self, command: str, ok: bool, error: str | None = None, **result: Any) -> None:
+        return None
