@@ -1,0 +1,99 @@
+"""Deploying a certificate: NSS database, trust anchors, verification, pluto, and the record.
+
+Shared by ``enroll`` and (later) ``renew``: one path, one set of guarantees. The NSS swap
+itself (rollback, no duplicate nicknames, crash recovery) lives in ``oeagent.nss``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+from oeagent import pluto, trust
+from oeagent.certstore import StoredCertificate
+from oeagent.config import Config
+from oeagent.keys import PrivateKey
+from oeagent.nss import NssDatabase
+from oeagent.report import Reporter
+from oeagent.state import StateDir
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    database: str
+    nickname: str
+    serial: str
+    outcome: str
+    """``installed`` (nickname was empty), ``replaced`` or ``unchanged``."""
+    anchors_added: int
+    pluto_notified: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def open_database(config: Config) -> NssDatabase:
+    return NssDatabase(config.nss.database, config.nss.password_file)
+
+
+def recover_interrupted_swap(config: Config, state: StateDir, reporter: Reporter) -> None:
+    """Finish or undo an NSS swap that a killed run left half-done."""
+    db = open_database(config)
+    outcome = db.recover(state.nss_work_dir)
+    if outcome is not None:
+        reporter.step("recover", f"found an interrupted NSS swap for '{config.nss.nickname}': {outcome}")
+
+
+def is_deployed(config: Config, state: StateDir, cert: StoredCertificate) -> bool:
+    """True when the record says so AND the NSS database really holds exactly this cert."""
+    record = state.read_json(state.deployed_path) or {}
+    if (
+        record.get("database") != config.nss.database
+        or record.get("nickname") != config.nss.nickname
+        or record.get("serial") != cert.serial_hex
+    ):
+        return False
+    db = open_database(config)
+    if not db.exists():
+        return False
+    present = db.certificates(config.nss.nickname)
+    return [c.fingerprint_sha256 for c in present] == [cert.fingerprint_sha256]
+
+
+def deploy_to_nss(
+    config: Config, state: StateDir, cert: StoredCertificate, key: PrivateKey, reporter: Reporter
+) -> DeployResult:
+    db = open_database(config)
+    if db.ensure_exists():
+        reporter.step("nss", f"created NSS database {config.nss.database}")
+    added = 0
+    for anchor in trust.load_anchors(config.nss.trust_anchors):
+        if db.add_trust_anchor(anchor):
+            added += 1
+            reporter.step("nss", f"trusted anchor {anchor.subject.rfc4514_string() or anchor.serial_number} (CT,,)")
+    outcome = db.install_identity(config.nss.nickname, key, cert.cert, cert.chain, state.nss_work_dir)
+    reporter.step(
+        "nss",
+        f"certificate {cert.serial_hex} {outcome} as '{config.nss.nickname}' in {config.nss.database}",
+        outcome=outcome,
+    )
+    db.verify(config.nss.nickname)
+    reporter.step("verify", f"certutil -V -u V accepts '{config.nss.nickname}': chains to a trusted anchor")
+    state.write_json(
+        state.deployed_path,
+        {
+            "database": config.nss.database,
+            "nickname": config.nss.nickname,
+            "serial": cert.serial_hex,
+            "fingerprint_sha256": cert.fingerprint_sha256,
+            "not_after": cert.not_after.isoformat(),
+            "deployed_at": dt.datetime.now(dt.UTC).isoformat(),
+        },
+    )
+    notified = pluto.reread_certs(config.pluto.ctlsocket)
+    reporter.step(
+        "pluto",
+        "told pluto to reread certificates" if notified else "pluto is not running; it will load the certificate when it starts",
+        pluto_running=notified,
+    )
+    return DeployResult(config.nss.database, config.nss.nickname, cert.serial_hex, str(outcome), added, notified)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# make demo: bring up a fresh local lab, enroll this "host" against the lab's real ACME CA,
+# show the certificate in libreswan's NSS database, then stop the lab (KEEP_LAB=1 keeps it).
+set -euo pipefail
+LAB=${1:-$PWD/.lab/demo}
+PY=.venv/bin/python
+OEAGENT=.venv/bin/oeagent
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+if [ -f "$LAB/lab.json" ]; then $PY -m lab down "$LAB" >/dev/null 2>&1 || true; fi
+rm -rf "$LAB"
+if [ "${KEEP_LAB:-0}" != 1 ]; then trap '$PY -m lab down "$LAB" >/dev/null 2>&1 || true' EXIT; fi
+
+say "Starting the lab in $LAB (Pebble ACME CA, BIND with a DNSSEC-signed zone, unbound)"
+$PY -m lab up "$LAB"
+
+say "oeagent enroll (http-01, built-in responder)"
+$OEAGENT --config "$LAB/oeagent.toml" enroll
+
+say "Running it again: nothing is due, so nothing is issued"
+$OEAGENT --config "$LAB/oeagent.toml" enroll
+
+NSS=$(sed -n 's/^database = "\(sql:[^"]*\)".*/\1/p' "$LAB/oeagent.toml" | head -1)
+say "The NSS database $NSS (certutil -L)"
+certutil -L -d "$NSS"
+
+say "The enrolled certificate under nickname 'oeagent'"
+certutil -L -d "$NSS" -n oeagent | sed -n '1,/Subject Public Key Info/p' | grep -E 'Serial|Issuer|Not (Before|After)|Subject:|DNS name' || true
+certutil -L -d "$NSS" -n oeagent -a | openssl x509 -noout -subject -issuer -serial -dates -ext subjectAltName
+
+say "Verified for pluto's use (certutil -V -u V)"
+certutil -V -u V -d "$NSS" -n oeagent
+
+if [ "${KEEP_LAB:-0}" = 1 ]; then
+  say "The lab keeps running: oeagent --config $LAB/oeagent.toml ...; stop it with: make lab-down LAB=$LAB"
+else
+  say "Stopping the lab (KEEP_LAB=1 make demo keeps it running)"
+fi

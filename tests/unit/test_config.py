@@ -1,0 +1,186 @@
+"""The config loader: typed values, defaults, and every problem reported at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oeagent import config
+from oeagent.errors import EX_CONFIG, ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET_B64 = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ="
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "oeagent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, 'host.names = ["VPN.Example.org."]\n'))
+    assert cfg.host.names == ("vpn.example.org",)
+    assert cfg.state_dir == Path("/var/lib/oeagent")
+    assert cfg.acme.directory == config.LETSENCRYPT_DIRECTORY
+    assert cfg.key.algorithm == "ecdsa-p256" and cfg.key.reuse is True
+    assert cfg.challenge.type == "http-01"
+    assert cfg.challenge.dns.tsig_algorithm == "hmac-sha256"
+    assert cfg.nss.database == "sql:/var/lib/ipsec/nss"
+    assert cfg.nss.trust_anchors == "letsencrypt"
+
+
+def test_shipped_example_loads(tmp_path: Path) -> None:
+    cfg = config.load(REPO / "examples" / "oeagent.toml")
+    assert cfg.host.names == ("vpn.example.org",)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        state_dir = 5
+        colour = "blue"
+        [host]
+        names = ["ok.example.org", "bad name", 7]
+        addresses = ["192.0.2.300"]
+        [acme]
+        directory = "http://ca.example/dir"
+        agree_tos = "yes"
+        eab_kid = "kid"
+        [key]
+        algorithm = "dsa-1024"
+        [challenge]
+        type = "tls-alpn-01"
+        [challenge.http]
+        port = 70000
+        [challenge.dns]
+        tsig_algorithm = "hmac-sha1"
+        [nss]
+        nickname = "bad nick;rm -rf"
+        database = "dbm:/etc/ipsec.d"
+        [pluto]
+        typo = 1
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    problems = "\n".join(info.value.problems)
+    for key in (
+        "state_dir:",
+        "colour: unknown key",
+        "host.names[1]:",
+        "host.names[2]: must be a string",
+        "host.addresses[0]:",
+        "acme.directory: must be an https:// URL",
+        "acme.agree_tos: must be true or false",
+        "acme.eab_kid:",
+        "key.algorithm:",
+        "challenge.type:",
+        "challenge.http.port: must be between 1 and 65535",
+        "challenge.dns.tsig_algorithm:",
+        "nss.nickname:",
+        "nss.database:",
+        "pluto.typo: unknown key",
+    ):
+        assert key in problems, f"{key!r} missing from:\n{problems}"
+    assert len(info.value.problems) == 15
+    assert info.value.exit_code == EX_CONFIG
+
+
+def test_missing_required_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, "[acme]\nagree_tos = true\n"))
+    assert info.value.problems == ["host.names: is required: the certificate needs at least one FQDN"]
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_toml_syntax_error_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "host.names = [\n"))
+
+
+def test_boolean_is_not_a_number(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="lock_timeout: must be a number, not a boolean"):
+        config.load(write(tmp_path, 'lock_timeout = true\nhost.names = ["a.example"]\n'))
+
+
+def test_relative_paths_resolve_next_to_config(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, 'state_dir = "state"\nhost.names = ["a.example"]\n[nss]\ndatabase = "sql:nss"\n'))
+    assert cfg.state_dir == tmp_path.resolve() / "state"
+    assert cfg.nss.database == f"sql:{tmp_path.resolve() / 'nss'}"
+
+
+def test_dns01_needs_secret_and_refuses_ip_identifiers(tmp_path: Path) -> None:
+    path = write(tmp_path, 'host.names = ["a.example"]\nhost.addresses = ["192.0.2.1"]\nchallenge.type = "dns-01"\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    text = "\n".join(info.value.problems)
+    assert "challenge.dns.tsig_secret_file: is required" in text
+    assert "host.addresses: IP identifiers can only be validated with http-01" in text
+
+
+def test_secret_file_loaded_and_hidden(tmp_path: Path) -> None:
+    secret = tmp_path / "tsig.key"
+    secret.write_text(f'key "oeagent" {{\n\talgorithm hmac-sha256;\n\tsecret "{SECRET_B64}";\n}};\n')
+    secret.chmod(0o600)
+    cfg = config.load(write(tmp_path, 'host.names = ["a.example"]\n[challenge]\ntype = "dns-01"\n'
+                            '[challenge.dns]\ntsig_secret_file = "tsig.key"\n'))
+    assert cfg.challenge.dns.tsig_secret is not None
+    assert cfg.challenge.dns.tsig_secret.reveal().startswith(b"secret-secret")
+    assert "secret-secret" not in repr(cfg)
+    assert SECRET_B64 not in repr(cfg)
+
+
+def test_secret_readable_by_others_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "tsig.key"
+    secret.write_text(SECRET_B64)
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"readable by group or others \(mode 0644\)"):
+        config.load(write(tmp_path, 'host.names = ["a.example"]\nchallenge.type = "dns-01"\n'
+                          'challenge.dns.tsig_secret_file = "tsig.key"\n'))
+
+
+def test_secret_from_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "eab").write_text(SECRET_B64)
+    (creds / "eab").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    cfg = config.load(write(tmp_path, 'host.names = ["a.example"]\nacme.eab_kid = "k"\nacme.eab_hmac_key_file = "eab"\n'))
+    assert cfg.acme.eab_hmac_key is not None and cfg.acme.eab_hmac_key.source == creds / "eab"
+
+
+def test_garbage_secret_is_not_echoed(tmp_path: Path) -> None:
+    secret = tmp_path / "eab"
+    secret.write_text("not base64 !!! hunter2")
+    secret.chmod(0o600)
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, 'host.names = ["a.example"]\nacme.eab_kid = "k"\nacme.eab_hmac_key_file = "eab"\n'))
+    assert "hunter2" not in str(info.value)
+    assert "does not hold a base64 secret" in str(info.value)
+
+
+def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OEAGENT_CONFIG", raising=False)
+    assert config.config_path_from(None) == Path("/etc/oeagent/oeagent.toml")
+    monkeypatch.setenv("OEAGENT_CONFIG", "/tmp/x.toml")
+    assert config.config_path_from(None) == Path("/tmp/x.toml")
+    assert config.config_path_from("/tmp/y.toml") == Path("/tmp/y.toml")
+
+
+def test_cli_broken_config_exits_78_listing_all_problems(tmp_path: Path) -> None:
+    path = write(tmp_path, 'colour = 1\n[host]\nnames = ["bad name"]\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "oeagent", "--config", str(path), "enroll"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False,
+    )
+    assert proc.returncode == 78
+    assert "2 configuration problems" in proc.stderr
+    assert "colour: unknown key" in proc.stderr and "host.names[0]" in proc.stderr
+    assert "Traceback" not in proc.stderr

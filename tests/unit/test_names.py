@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+
+from oeagent import names
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("Host.Example.ORG", "host.example.org"), ("host.example.org.", "host.example.org"),
+     ("bücher.example", "xn--bcher-kva.example")],
+)
+def test_valid_names_normalised(raw: str, expected: str) -> None:
+    assert names.normalize_fqdn(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["", "localhost", "a..example", "-a.example", "a-.example", "*.example.org", "a_b.example",
+     "a.example/../etc", "a.example;reboot", "a.example\x00", "x" * 64 + ".example",
+     ("a" * 60 + ".") * 5 + "org", "192.0.2.1", "a.123", "$(id).example"],
+)
+def test_hostile_names_refused(raw: str) -> None:
+    with pytest.raises(ValueError):
+        names.normalize_fqdn(raw)
+
+
+def test_ip_and_nickname() -> None:
+    assert names.normalize_ip("2001:DB8::0:1") == "2001:db8::1"
+    with pytest.raises(ValueError):
+        names.normalize_ip("192.0.2.1/24")
+    assert names.check_nickname("oeagent-server.oe") == "oeagent-server.oe"
+    for bad in ("", "a b", "../x", "-x", "x" * 65, "a;b"):
+        with pytest.raises(ValueError):
+            names.check_nickname(bad)
