@@ -1,0 +1,169 @@
+"""BIND 9.18 as the lab's authoritative server: a DNSSEC-signed zone that takes TSIG updates.
+
+``oe.test`` is signed by ``dnssec-policy`` with inline signing (one ECDSA P-256 CSK) and
+accepts RFC 2136 updates signed with the lab's TSIG key; ``plain.test`` is the same but
+unsigned, for tests that need an insecure answer. Every record the ACME CA resolves points at
+127.0.0.1, so http-01 lands on the lab's loopback port and never leaves the machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import dns.dnssec
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from lab.procs import LabError
+
+ZONE = "oe.test"
+PLAIN_ZONE = "plain.test"
+TSIG_KEY_NAME = "oeagent-lab"
+TSIG_ALGORITHM = "hmac-sha256"
+HOSTS = ("server", "www", "alt", "peer")
+
+# A lab policy: the default's algorithm (ECDSA P-256 CSK) with short, lab-sized timings.
+_POLICY = """\
+dnssec-policy "lab" {
+    keys { csk lifetime unlimited algorithm ecdsap256sha256; };
+    dnskey-ttl 60;
+    max-zone-ttl 300;
+    zone-propagation-delay 1;
+    publish-safety 1;
+    retire-safety 1;
+    signatures-refresh 5d;
+    signatures-validity 14d;
+    signatures-validity-dnskey 14d;
+    parent-ds-ttl 60;
+    parent-propagation-delay 1;
+};
+"""
+
+
+def write_tsig_key(path: Path) -> None:
+    """Write a fresh hmac-sha256 key in BIND's key-file syntax, mode 0600."""
+    try:
+        out = subprocess.run(
+            ["tsig-keygen", "-a", TSIG_ALGORITHM, TSIG_KEY_NAME],
+            check=True, capture_output=True, text=True, timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LabError(f"tsig-keygen failed: {exc}") from exc
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(out)
+
+
+def _zone_text(zone: str) -> str:
+    lines = [
+        "$TTL 60",
+        f"@ IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 60",
+        f"@ IN NS ns.{zone}.",
+        "ns IN A 127.0.0.1",
+        "@ IN A 127.0.0.1",
+        *(f"{host} IN A 127.0.0.1" for host in HOSTS),
+        # Any other name resolves too, so tests can invent host names freely.
+        "* IN A 127.0.0.1",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(bind_dir: Path, port: int, tsig_key_file: Path) -> Path:
+    """Write named.conf and the zone files under ``bind_dir``; return the named.conf path."""
+    bind_dir.mkdir(parents=True, exist_ok=True)
+    keys_dir = bind_dir / "keys"
+    keys_dir.mkdir(exist_ok=True)
+    zones = []
+    for zone, signed in ((ZONE, True), (PLAIN_ZONE, False)):
+        (bind_dir / f"{zone}.zone").write_text(_zone_text(zone))
+        signing = '    dnssec-policy "lab";\n    inline-signing yes;\n' if signed else ""
+        zones.append(
+            f'zone "{zone}" {{\n'
+            "    type primary;\n"
+            f'    file "{bind_dir}/{zone}.zone";\n'
+            f'    key-directory "{keys_dir}";\n'
+            f"{signing}"
+            f"    update-policy {{ grant {TSIG_KEY_NAME} zonesub ANY; }};\n"
+            "};\n"
+        )
+    conf = bind_dir / "named.conf"
+    conf.write_text(
+        f'include "{tsig_key_file}";\n'
+        "controls { };\n"
+        f"{_POLICY}"
+        "options {\n"
+        f'    directory "{bind_dir}";\n'
+        f'    pid-file "{bind_dir}/named.pid";\n'
+        f'    session-keyfile "{bind_dir}/session.key";\n'
+        f'    managed-keys-directory "{bind_dir}";\n'
+        f'    dump-file "{bind_dir}/named_dump.db";\n'
+        f'    statistics-file "{bind_dir}/named.stats";\n'
+        f"    listen-on port {port} {{ 127.0.0.1; }};\n"
+        "    listen-on-v6 { none; };\n"
+        "    recursion no;\n"
+        "    dnssec-validation no;\n"
+        "    notify no;\n"
+        "    allow-transfer { none; };\n"
+        "    querylog yes;\n"
+        "};\n"
+        + "".join(zones)
+    )
+    try:
+        subprocess.run(
+            ["named-checkconf", str(conf)], check=True, capture_output=True, text=True, timeout=10
+        )
+    except subprocess.CalledProcessError as exc:
+        raise LabError(f"named-checkconf rejected {conf}:\n{exc.stdout}{exc.stderr}") from exc
+    return conf
+
+
+def argv(conf: Path) -> list[str]:
+    # -g: foreground, log to stderr; -4: the lab is IPv4 loopback only; -n 2: two worker threads.
+    return ["named", "-g", "-4", "-n", "2", "-c", str(conf)]
+
+
+def query(
+    port: int, name: str, rdtype: str, *, dnssec: bool = True, tcp: bool = False,
+    timeout: float = 2.0,
+) -> dns.message.Message:
+    """Ask the lab's BIND directly (no recursion), with DO set unless ``dnssec`` is False."""
+    msg = dns.message.make_query(name, rdtype, want_dnssec=dnssec)
+    msg.flags &= ~dns.flags.RD
+    if tcp:
+        return dns.query.tcp(msg, "127.0.0.1", port=port, timeout=timeout)
+    return dns.query.udp(msg, "127.0.0.1", port=port, timeout=timeout)
+
+
+def zone_is_signed(port: int) -> bool:
+    """Ready: the signed zone answers its SOA with an RRSIG, and the unsigned zone answers too."""
+    reply = query(port, ZONE, "SOA", timeout=0.5)
+    if reply.rcode() != dns.rcode.NOERROR:
+        return False
+    if not any(rrset.rdtype == dns.rdatatype.RRSIG for rrset in reply.answer):
+        return False
+    plain = query(port, PLAIN_ZONE, "SOA", dnssec=False, timeout=0.5)
+    return plain.rcode() == dns.rcode.NOERROR and bool(plain.answer)
+
+
+def ds_records(port: int) -> list[str]:
+    """The DS records (SHA-256) of the signed zone's key-signing keys, in zone-file syntax."""
+    reply = query(port, ZONE, "DNSKEY", tcp=True)
+    origin = dns.name.from_text(ZONE)
+    dnskeys = reply.find_rrset(
+        reply.answer, origin, dns.rdataclass.IN, dns.rdatatype.DNSKEY
+    )
+    records = [
+        f"{origin} 60 IN DS {dns.dnssec.make_ds(origin, key, 'SHA256')}"
+        for key in dnskeys
+        if key.flags & 0x0001  # SEP: the CSK / KSK the parent's DS points at
+    ]
+    if not records:
+        raise LabError(f"BIND serves no key-signing DNSKEY for {ZONE}")
+    return records

@@ -1,0 +1,330 @@
+"""The lab: Pebble, BIND and unbound on free loopback ports under one directory.
+
+Everything a lab needs or writes lives in its directory; ``lab.json`` there records the ports,
+paths and daemon PIDs, so ``down`` and ``status`` work from another process and two labs in
+two directories never collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+
+from lab import bind, config_file, pebble, tlsca, unbound
+from lab.procs import Daemon, LabError, free_ports, is_running, spawn, stop, wait_ready
+from lab.webroot import WebrootServer, serve_directory
+
+STATE_FILE = "lab.json"
+DAEMONS = ("named", "pebble", "unbound")
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    """Where everything of a running lab is. All services listen on 127.0.0.1."""
+
+    dir: Path
+    acme_directory: str
+    """Pebble's ACME directory URL (https)."""
+    management_url: str
+    """Pebble's management interface (https, same CA bundle): /roots/0, /intermediates/0."""
+    http_port: int
+    """Where Pebble connects for http-01 (Pebble's ``httpPort``)."""
+    tls_port: int
+    bind_address: str
+    bind_port: int
+    zone: str
+    """The DNSSEC-signed zone; every name in it resolves to 127.0.0.1."""
+    plain_zone: str
+    """An unsigned zone with the same records and update policy."""
+    tsig_key_name: str
+    tsig_algorithm: str
+    tsig_key_file: Path
+    unbound_port: int
+    """The validating resolver (trust anchor: the signed zone's DS)."""
+    pebble_root_pem: Path
+    pebble_intermediate_pem: Path
+    https_ca_pem: Path
+    """The CA of Pebble's own HTTPS listener: the client's ``acme.ca_bundle``."""
+    config_path: Path
+    """The lab's ready-to-use oeagent.toml."""
+    cert_validity_seconds: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        fields = dataclasses.asdict(self).items()
+        return {k: str(v) if isinstance(v, Path) else v for k, v in fields}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LabInfo:
+        values: dict[str, Any] = {}
+        for fld in dataclasses.fields(cls):
+            value = data[fld.name]
+            values[fld.name] = Path(value) if fld.type in ("Path", Path) else value
+        return cls(**values)
+
+
+class Lab:
+    """One lab in ``directory``: ``up()``, ``down()``, ``status()`` and helpers for tests."""
+
+    def __init__(self, directory: Path, cert_validity_seconds: int | None = None) -> None:
+        self.dir = Path(directory).resolve()
+        self.cert_validity_seconds = cert_validity_seconds
+        self._popens: dict[str, subprocess.Popen[bytes]] = {}
+
+    # ---- state file ----------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / STATE_FILE
+
+    def _load(self) -> tuple[LabInfo | None, dict[str, Daemon]]:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return None, {}
+        except (OSError, ValueError) as exc:
+            raise LabError(f"cannot read {self.state_file}: {exc}") from exc
+        daemons = {n: Daemon.from_json(n, d) for n, d in data.get("daemons", {}).items()}
+        info = LabInfo.from_json(data["info"]) if data.get("info") else None
+        return info, daemons
+
+    def _save(self, info: LabInfo | None, daemons: Mapping[str, Daemon]) -> None:
+        data = {
+            "info": info.to_json() if info else None,
+            "daemons": {name: d.to_json() for name, d in daemons.items()},
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.state_file)
+
+    @property
+    def info(self) -> LabInfo:
+        info, _ = self._load()
+        if info is None:
+            raise LabError(f"no lab is up in {self.dir} (no {STATE_FILE} with lab info)")
+        return info
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, bool]:
+        """Each daemon recorded in lab.json, and whether it is still running."""
+        _, daemons = self._load()
+        return {name: is_running(d) for name, d in daemons.items()}
+
+    def up(self, timeout: float = 30) -> LabInfo:
+        """Start every service and return once each answers; stop all again on failure."""
+        current, daemons = self._load()
+        running = daemons and all(is_running(d) for d in daemons.values())
+        if current is not None and running and set(daemons) == set(DAEMONS):
+            if current.cert_validity_seconds != self.cert_validity_seconds:
+                return self._restart_pebble(self.cert_validity_seconds)
+            return current
+        self.down()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._start(timeout)
+        except BaseException:
+            with contextlib.suppress(LabError):
+                self.down()
+            raise
+
+    def _start(self, timeout: float) -> LabInfo:
+        d = self.dir
+        acme_port, mgmt_port, http_port, tls_port, bind_port, unbound_port = free_ports(6)
+        https_ca = d / "pebble-https-ca.pem"
+        pebble_dir = d / "pebble"
+        pebble_dir.mkdir(exist_ok=True)
+        tlsca.make_https_identity(
+            https_ca, pebble_dir / "https-cert.pem", pebble_dir / "https-key.pem"
+        )
+        tsig_file = d / "tsig.key"
+        bind.write_tsig_key(tsig_file)
+        (d / "webroot").mkdir(exist_ok=True)
+        (d / "logs").mkdir(exist_ok=True)
+        info = LabInfo(
+            dir=d,
+            acme_directory=f"https://127.0.0.1:{acme_port}/dir",
+            management_url=f"https://127.0.0.1:{mgmt_port}",
+            http_port=http_port,
+            tls_port=tls_port,
+            bind_address="127.0.0.1",
+            bind_port=bind_port,
+            zone=bind.ZONE,
+            plain_zone=bind.PLAIN_ZONE,
+            tsig_key_name=bind.TSIG_KEY_NAME,
+            tsig_algorithm=bind.TSIG_ALGORITHM,
+            tsig_key_file=tsig_file,
+            unbound_port=unbound_port,
+            pebble_root_pem=d / "pebble-root.pem",
+            pebble_intermediate_pem=d / "pebble-intermediate.pem",
+            https_ca_pem=https_ca,
+            config_path=d / "oeagent.toml",
+            cert_validity_seconds=self.cert_validity_seconds,
+        )
+        daemons: dict[str, Daemon] = {}
+
+        def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> Daemon:
+            daemon, popen = spawn(name, argv, d / "logs" / f"{name}.log", env=env, cwd=d)
+            daemons[name] = daemon
+            self._popens[name] = popen
+            self._save(None, daemons)  # so `down` finds it even if `up` dies half-way
+            return daemon
+
+        named_conf = bind.write_config(d / "bind", bind_port, tsig_file)
+        named = start("named", bind.argv(named_conf))
+        pebble_conf = pebble.write_config(
+            pebble_dir, acme_port=acme_port, management_port=mgmt_port, http_port=http_port,
+            tls_port=tls_port, cert=pebble_dir / "https-cert.pem",
+            key=pebble_dir / "https-key.pem", validity_seconds=self.cert_validity_seconds,
+        )
+        pebble_daemon = start("pebble", pebble.argv(pebble_conf, bind_port), pebble.environment())
+        wait_ready(named, lambda: bind.zone_is_signed(bind_port), timeout, "signed zone")
+        unbound_conf = unbound.write_config(
+            d / "unbound", unbound_port, bind_port, bind.ds_records(bind_port)
+        )
+        unbound_daemon = start("unbound", unbound.argv(unbound_conf))
+        wait_ready(
+            pebble_daemon,
+            lambda: pebble.directory_ready(info.acme_directory, https_ca),
+            timeout, "ACME directory",
+        )
+        self._fetch_roots(info)
+        wait_ready(unbound_daemon, lambda: unbound.validates(unbound_port), timeout,
+                   "validated (AD) answer")
+        self._save(info, daemons)
+        self.write_config(info.config_path, root=d, info=info)
+        return info
+
+    def down(self) -> None:
+        """Stop every recorded daemon (process group, then wait); keep the files for post-mortem."""
+        info, daemons = self._load()
+        errors = []
+        for name in reversed(list(daemons)):
+            try:
+                stop(daemons[name], self._popens.pop(name, None))
+            except LabError as exc:
+                errors.append(str(exc))
+        if daemons:
+            self._save(info, {})
+        if errors:
+            raise LabError("; ".join(errors))
+
+    def restart_pebble(self, cert_validity_seconds: int | None = None) -> LabInfo:
+        """Restart Pebble (forgetting all accounts and orders, with a NEW root); return the info.
+
+        With ``cert_validity_seconds`` the new Pebble issues certificates of that lifetime;
+        without, it keeps the lifetime it had.
+        """
+        if cert_validity_seconds is None:
+            cert_validity_seconds = self.info.cert_validity_seconds
+        return self._restart_pebble(cert_validity_seconds)
+
+    def _restart_pebble(self, cert_validity_seconds: int | None) -> LabInfo:
+        info, daemons = self._load()
+        if info is None or "pebble" not in daemons:
+            raise LabError(f"no lab is up in {self.dir}")
+        stop(daemons["pebble"], self._popens.pop("pebble", None))
+        pebble_dir = self.dir / "pebble"
+        info = dataclasses.replace(info, cert_validity_seconds=cert_validity_seconds)
+        self.cert_validity_seconds = cert_validity_seconds
+        acme_port = int(info.acme_directory.rsplit(":", 1)[1].split("/")[0])
+        mgmt_port = int(info.management_url.rsplit(":", 1)[1])
+        conf = pebble.write_config(
+            pebble_dir, acme_port=acme_port, management_port=mgmt_port,
+            http_port=info.http_port, tls_port=info.tls_port,
+            cert=pebble_dir / "https-cert.pem", key=pebble_dir / "https-key.pem",
+            validity_seconds=info.cert_validity_seconds,
+        )
+        daemon, popen = spawn("pebble", pebble.argv(conf, info.bind_port),
+                              self.dir / "logs" / "pebble.log", env=pebble.environment(),
+                              cwd=self.dir, append=True)
+        self._popens["pebble"] = popen
+        daemons["pebble"] = daemon
+        self._save(info, daemons)
+        wait_ready(daemon, lambda: pebble.directory_ready(info.acme_directory, info.https_ca_pem),
+                   30, "ACME directory")
+        self._fetch_roots(info)
+        return info
+
+    # ---- helpers for tests ---------------------------------------------------------------
+
+    def _fetch_roots(self, info: LabInfo) -> str:
+        root = pebble.fetch_pem(f"{info.management_url}/roots/0", info.https_ca_pem)
+        intermediate = pebble.fetch_pem(
+            f"{info.management_url}/intermediates/0", info.https_ca_pem
+        )
+        info.pebble_root_pem.write_text(root)
+        info.pebble_intermediate_pem.write_text(intermediate)
+        return root
+
+    def pebble_root_pem(self) -> str:
+        """Pebble's current root (PEM), re-fetched and rewritten to pebble-root.pem."""
+        return self._fetch_roots(self.info)
+
+    def dig(self, name: str, rdtype: str = "A", *, resolver: bool = False,
+            tcp: bool = False) -> dns.message.Message:
+        """Query BIND directly (authoritative, DO set) or, with ``resolver``, unbound (RD, DO)."""
+        info = self.info
+        if resolver:
+            return unbound.query(info.unbound_port, name, rdtype)
+        return bind.query(info.bind_port, name, rdtype, tcp=tcp)
+
+    def tsig_keyring(self, secret_b64: str | None = None) -> dict[Any, Any]:
+        """The lab's TSIG keyring for dnspython (or one with the same name and another secret)."""
+        info = self.info
+        if secret_b64 is None:
+            text = info.tsig_key_file.read_text()
+            secret_b64 = text.split('secret "', 1)[1].split('"', 1)[0]
+        keyring: dict[Any, Any] = dns.tsigkeyring.from_text({info.tsig_key_name: secret_b64})
+        return keyring
+
+    def update_message(self, zone: str | None = None,
+                       secret_b64: str | None = None) -> dns.update.UpdateMessage:
+        """An RFC 2136 update for ``zone`` (default: the signed zone), TSIG-signed."""
+        info = self.info
+        return dns.update.UpdateMessage(
+            zone or info.zone, keyring=self.tsig_keyring(secret_b64),
+            keyalgorithm=dns.tsig.HMAC_SHA256,
+        )
+
+    def write_config(self, path: Path, overrides: Mapping[str, Any] | None = None, *,
+                     root: Path | None = None, info: LabInfo | None = None) -> Path:
+        """Write an oeagent.toml for this lab to ``path``.
+
+        ``root`` (default: the lab directory) holds what oeagent writes: state/, nss/,
+        webroot/ (created), pluto/, ipsec.d/. ``overrides`` as in ``config_file.render``.
+        """
+        info = info or self.info
+        root = Path(root or self.dir)
+        (root / "webroot").mkdir(parents=True, exist_ok=True)
+        settings = config_file.lab_settings(
+            root=root,
+            acme_directory=info.acme_directory,
+            ca_bundle=info.https_ca_pem,
+            trust_anchors=info.pebble_root_pem,
+            http_port=info.http_port,
+            bind_port=info.bind_port,
+            tsig_key_name=info.tsig_key_name,
+            tsig_algorithm=info.tsig_algorithm,
+            tsig_secret_file=info.tsig_key_file,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config_file.render(settings, overrides))
+        return path
+
+    @contextlib.contextmanager
+    def serve_webroot(self, webroot: Path | None = None) -> Iterator[WebrootServer]:
+        """Serve ``webroot`` (default: the lab's) over HTTP on 127.0.0.1:http_port in a thread."""
+        info = self.info
+        with serve_directory(webroot or info.dir / "webroot", info.http_port) as server:
+            yield server

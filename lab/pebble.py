@@ -1,0 +1,79 @@
+"""Pebble, Let's Encrypt's test CA, with real http-01 and dns-01 validation against the lab DNS.
+
+Pebble makes a new root (and intermediate) on every start, so the lab fetches them from the
+management interface after each start and rewrites pebble-root.pem / pebble-intermediate.pem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import requests
+
+
+def write_config(
+    pebble_dir: Path,
+    *,
+    acme_port: int,
+    management_port: int,
+    http_port: int,
+    tls_port: int,
+    cert: Path,
+    key: Path,
+    validity_seconds: int | None,
+) -> Path:
+    pebble_dir.mkdir(parents=True, exist_ok=True)
+    settings: dict[str, object] = {
+        "listenAddress": f"127.0.0.1:{acme_port}",
+        "managementListenAddress": f"127.0.0.1:{management_port}",
+        "certificate": str(cert),
+        "privateKey": str(key),
+        "httpPort": http_port,
+        "tlsPort": tls_port,
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": False,
+    }
+    if validity_seconds is not None:
+        settings["certificateValidityPeriod"] = validity_seconds
+    conf = pebble_dir / "pebble-config.json"
+    conf.write_text(json.dumps({"pebble": settings}, indent=2) + "\n")
+    return conf
+
+
+def argv(conf: Path, dns_port: int) -> list[str]:
+    return ["pebble", "-config", str(conf), "-dnsserver", f"127.0.0.1:{dns_port}"]
+
+
+def environment() -> dict[str, str]:
+    """Real validation, no artificial sleeps, a fresh authorization for every order."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PEBBLE_")}
+    env.update({"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0"})
+    # Pebble's resolver and HTTP client must never be sent through a proxy.
+    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        env.pop(key, None)
+    return env
+
+
+def _session(ca_bundle: Path) -> requests.Session:
+    session = requests.Session()
+    session.verify = str(ca_bundle)
+    session.trust_env = False  # no proxies: the lab only talks to loopback
+    return session
+
+
+def directory_ready(url: str, ca_bundle: Path) -> bool:
+    with _session(ca_bundle) as session:
+        reply = session.get(url, timeout=1)
+        return reply.status_code == 200 and "newOrder" in reply.json()
+
+
+def fetch_pem(url: str, ca_bundle: Path) -> str:
+    with _session(ca_bundle) as session:
+        reply = session.get(url, timeout=5)
+        reply.raise_for_status()
+        text = reply.text
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"{url} did not return a PEM certificate")
+    return text if text.endswith("\n") else text + "\n"

@@ -1,0 +1,182 @@
+"""The lab itself works: signed zone, validating resolver, TSIG updates, Pebble, clean stop."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import dns.flags
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.tsig
+import josepy as jose
+import pytest
+import requests
+from acme import challenges, client, crypto_util, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from lab import Lab
+from lab.procs import is_running
+from oeagent import config
+
+pytestmark = pytest.mark.lab
+
+
+def _txt_name(lab: Lab) -> str:
+    return f"t-{uuid.uuid4().hex[:12]}.{lab.info.zone}."
+
+
+def test_zone_is_signed_and_unbound_validates(lab: Lab) -> None:
+    soa = lab.dig(lab.info.zone, "SOA")
+    assert soa.flags & dns.flags.AA
+    assert any(r.rdtype == dns.rdatatype.RRSIG for r in soa.answer)
+
+    secure = lab.dig("server.oe.test", "A", resolver=True)
+    assert secure.rcode() == dns.rcode.NOERROR
+    assert secure.flags & dns.flags.AD
+    assert str(secure.answer[0][0]) == "127.0.0.1"
+
+    # Any invented name resolves (wildcard), still validated.
+    invented = lab.dig("anything-at-all.oe.test", "A", resolver=True)
+    assert invented.flags & dns.flags.AD and str(invented.answer[0][0]) == "127.0.0.1"
+
+    insecure = lab.dig("www.plain.test", "A", resolver=True)
+    assert insecure.rcode() == dns.rcode.NOERROR
+    assert not insecure.flags & dns.flags.AD
+
+
+def test_resolver_never_leaves_the_lab(lab: Lab) -> None:
+    # The root is stubbed to the lab's BIND, which refuses: no query goes off the machine.
+    reply = lab.dig("example.com", "A", resolver=True)
+    assert reply.rcode() == dns.rcode.SERVFAIL
+
+
+def test_tsig_update_accepted(lab: Lab) -> None:
+    name = _txt_name(lab)
+    update = lab.update_message()
+    update.replace(name, 5, "TXT", '"hello"')
+    reply = dns.query.tcp(update, "127.0.0.1", port=lab.info.bind_port, timeout=5)
+    assert reply.rcode() == dns.rcode.NOERROR
+    # Inline signing serves the new record a few ms after the update.
+    deadline = time.monotonic() + 5
+    while not (answer := lab.dig(name, "TXT")).answer and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any(r.rdtype == dns.rdatatype.TXT for r in answer.answer)
+    assert any(r.rdtype == dns.rdatatype.RRSIG for r in answer.answer)
+
+
+def test_tsig_update_with_wrong_key_refused(lab: Lab) -> None:
+    name = _txt_name(lab)
+    update = lab.update_message(secret_b64="d3JvbmcgZ3Vlc3Mgd3JvbmcgZ3Vlc3Mgd3Jvbmcga2V5")
+    update.replace(name, 5, "TXT", '"nope"')
+    with pytest.raises(dns.tsig.PeerBadSignature):
+        dns.query.tcp(update, "127.0.0.1", port=lab.info.bind_port, timeout=5)
+    assert not lab.dig(name, "TXT").answer
+
+
+def test_pebble_directory_needs_the_ca_bundle(lab: Lab) -> None:
+    info = lab.info
+    with requests.Session() as session:
+        session.trust_env = False
+        directory = session.get(info.acme_directory, verify=str(info.https_ca_pem), timeout=5)
+        assert directory.status_code == 200 and "newOrder" in directory.json()
+        with pytest.raises(requests.exceptions.SSLError):
+            session.get(info.acme_directory, verify=True, timeout=5)
+    root = x509.load_pem_x509_certificate(lab.pebble_root_pem().encode())
+    assert root.subject == root.issuer
+    pem = root.public_bytes(serialization.Encoding.PEM).decode()
+    assert info.pebble_root_pem.read_text() == pem
+
+
+def test_lab_config_loads(lab: Lab, lab_config_path: Path, tmp_path: Path) -> None:
+    loaded = config.load(lab_config_path)
+    assert loaded.state_dir == tmp_path / "state"
+    assert loaded.acme.directory == lab.info.acme_directory
+    assert loaded.challenge.http.port == lab.info.http_port
+    assert loaded.challenge.dns.tsig_secret is not None
+    assert loaded.nss.directory == tmp_path / "nss"
+    assert config.load(lab.info.config_path).state_dir == lab.dir / "state"
+
+
+def test_config_overrides(make_lab_config: Callable[..., Path]) -> None:
+    path = make_lab_config(
+        {"host.names": ["www.oe.test", "alt.oe.test"], "challenge": {"type": "dns-01"},
+         "acme.email": None}
+    )
+    loaded = config.load(path)
+    assert loaded.host.names == ("www.oe.test", "alt.oe.test")
+    assert loaded.challenge.type == "dns-01"
+    assert loaded.acme.email is None
+
+
+def test_webroot_issuance_with_ip_identifier(lab: Lab, tmp_path: Path) -> None:
+    """Pebble validates http-01 on 127.0.0.1:httpPort, for a DNS name and an IP identifier."""
+    info = lab.info
+    account = jose.jwk.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    # verify_ssl is passed on to requests, which takes a CA bundle path too.
+    net = client.ClientNetwork(
+        account, alg=jose.jwa.ES256, verify_ssl=str(info.https_ca_pem)  # type: ignore[arg-type]
+    )
+    acme = client.ClientV2(client.ClientV2.get_directory(info.acme_directory, net), net)
+    acme.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))
+    key_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    csr = crypto_util.make_csr(
+        key_pem, domains=["server.oe.test"], ipaddrs=[ipaddress.ip_address("127.0.0.1")]
+    )
+    order = acme.new_order(csr)
+    webroot = tmp_path / "webroot"
+    with lab.serve_webroot(webroot) as server:
+        for authz in order.authorizations:
+            challb = next(
+                c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)
+            )
+            response, validation = challb.chall.response_and_validation(account)
+            token_file = webroot / challb.chall.path.lstrip("/")
+            token_file.parent.mkdir(parents=True, exist_ok=True)
+            token_file.write_text(validation)
+            acme.answer_challenge(challb, response)
+        deadline = datetime.datetime.now() + datetime.timedelta(seconds=30)  # noqa: DTZ005 (acme wants naive)
+        order = acme.poll_and_finalize(order, deadline)
+    assert server.requests
+    cert = x509.load_pem_x509_certificate(order.fullchain_pem.encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["server.oe.test"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+
+
+def test_second_lab_up_and_down_leaves_nothing(lab: Lab, tmp_path: Path) -> None:
+    other = Lab(tmp_path / "other")
+    started = time.monotonic()
+    info = other.up()
+    up_seconds = time.monotonic() - started
+    try:
+        assert info.bind_port != lab.info.bind_port
+        assert info.acme_directory != lab.info.acme_directory
+        status = other.status()
+        assert all(status.values()) and set(status) == {"named", "pebble", "unbound"}
+        old_root = info.pebble_root_pem.read_text()
+        restarted = other.restart_pebble(cert_validity_seconds=600)
+        assert restarted.cert_validity_seconds == 600 == other.info.cert_validity_seconds
+        assert restarted.pebble_root_pem.read_text() != old_root  # a new root on every start
+        _, daemons = other._load()
+    finally:
+        started = time.monotonic()
+        other.down()
+    down_seconds = time.monotonic() - started
+    assert not any(is_running(d) for d in daemons.values())
+    assert other.status() == {}
+    for d in daemons.values():
+        assert not Path(f"/proc/{d.pid}").exists() or not is_running(d)
+    assert up_seconds < 15 and down_seconds < 10
+    # The shared lab is untouched.
+    assert all(lab.status().values())
