@@ -1,0 +1,104 @@
+"""dns-01 (RFC 8555 §8.4): publish ``_acme-challenge.<name>`` TXT records by RFC 2136.
+
+The records are added, then we wait until the zone's primary ANSWERS them before the CA is
+told to look: an inline-signing BIND acknowledges an update a few milliseconds before it
+serves the re-signed answer, and a CA that looks in that gap fails the order. Afterwards,
+also on failure, exactly the values we added are deleted: other TXT records at the same name
+(another client's challenge, a second host validating the same name) are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TXT
+import dns.rrset
+
+from oeagent import dnsupdate
+from oeagent.config import DnsChallengeConfig
+from oeagent.errors import DnsUpdateError
+from oeagent.report import Reporter
+
+log = logging.getLogger(__name__)
+
+
+def server_for(config: DnsChallengeConfig) -> dnsupdate.Server:
+    if config.tsig_secret is None:
+        raise DnsUpdateError("dns-01 needs challenge.dns.tsig_secret_file (updates are signed)")
+    key = dnsupdate.TsigKey(config.tsig_key_name, config.tsig_algorithm, config.tsig_secret)
+    return dnsupdate.Server(config.server, config.port, key,
+                            timeout=min(10.0, config.propagation_timeout))
+
+
+def txt_rrset(name: dns.name.Name, ttl: int, values: set[str]) -> dns.rrset.RRset:
+    rdatas = [dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, [v.encode("ascii")])
+              for v in sorted(values)]
+    return dns.rrset.from_rdata_list(name, ttl, rdatas)
+
+
+def _zone_for(config: DnsChallengeConfig, server: dnsupdate.Server,
+              name: dns.name.Name) -> dns.name.Name:
+    if config.zone:
+        zone = dns.name.from_text(config.zone)
+        if not name.is_subdomain(zone):
+            raise DnsUpdateError(f"{name.to_text(omit_final_dot=True)} is not in "
+                                 f"challenge.dns.zone {config.zone}")
+        return zone
+    return dnsupdate.find_zone(server, name)
+
+
+@contextlib.contextmanager
+def published(config: DnsChallengeConfig, records: Mapping[str, set[str]],
+              reporter: Reporter) -> Iterator[None]:
+    """Publish ``records`` (owner name -> TXT values) for the duration of the block."""
+    server = server_for(config)
+    by_zone: dict[dns.name.Name, list[dns.rrset.RRset]] = {}
+    for owner, values in records.items():
+        name = dns.name.from_text(owner)
+        by_zone.setdefault(_zone_for(config, server, name), []).append(
+            txt_rrset(name, config.ttl, values))
+
+    added: list[tuple[dns.name.Name, list[dns.rrset.RRset]]] = []
+    try:
+        for zone, rrsets in by_zone.items():
+            dnsupdate.apply(server, zone, [dnsupdate.Change("add", r) for r in rrsets])
+            added.append((zone, rrsets))
+            for rrset in rrsets:
+                reporter.step("challenge", f"published TXT {_text(rrset.name)} in zone "
+                              f"{_text(zone)} at {server}", owner=_text(rrset.name),
+                              zone=_text(zone))
+        for _, rrsets in added:
+            for rrset in rrsets:
+                waited = dnsupdate.wait_for(server, rrset.name, dns.rdatatype.TXT,
+                                            {r.to_text() for r in rrset}, present=True,
+                                            timeout=config.propagation_timeout)
+                reporter.step("challenge", f"{server} answers TXT {_text(rrset.name)} "
+                              f"({waited * 1000:.0f} ms after the update)",
+                              owner=_text(rrset.name), waited_ms=round(waited * 1000))
+        yield
+    finally:
+        _remove(server, added, reporter)
+
+
+def _remove(server: dnsupdate.Server, added: list[tuple[dns.name.Name, list[dns.rrset.RRset]]],
+            reporter: Reporter) -> None:
+    for zone, rrsets in added:
+        try:
+            dnsupdate.apply(server, zone, [dnsupdate.Change("delete", r) for r in rrsets])
+        except DnsUpdateError as exc:
+            # Never mask the error that got us here; a stale TXT is harmless, so say it and go on.
+            log.warning("could not remove the dns-01 TXT records: %s", exc)
+            reporter.step("cleanup", f"could not remove TXT records in {_text(zone)}: {exc}",
+                          ok=False, names=[_text(r.name) for r in rrsets])
+        else:
+            reporter.step("cleanup", f"removed the dns-01 TXT records in {_text(zone)}",
+                          names=[_text(r.name) for r in rrsets])
+
+
+def _text(name: dns.name.Name) -> str:
+    return name.to_text(omit_final_dot=True)
