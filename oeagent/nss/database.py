@@ -1,0 +1,377 @@
+"""pluto's NSS database (``sql:DIR``), driven through certutil and pk12util.
+
+Only what oeagent needs: create the database, list certificates and keys, add trust anchors,
+verify a certificate, and the primitive deletes and imports that ``oeagent.nss.swap`` builds
+the safe identity replacement from. Certificates are matched by SHA-256 fingerprint and keys
+by NSS's key id (CKA_ID), never by name: NSS files every certificate with the same subject
+under one nickname, whatever name it was given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from oeagent import fsio, proc
+from oeagent.errors import NssError
+from oeagent.nss.password import password_file, private_temp_file, read_password_file
+from oeagent.secrets import Secret
+
+if TYPE_CHECKING:
+    from oeagent.nss.swap import IdentityKey, InstallResult, RecoveryOutcome
+
+log = logging.getLogger(__name__)
+
+ANCHOR_TRUST = "CT,,"
+# certutil -L: the nickname padded to a column, then SSL,S/MIME,JAR/XPI trust flags.
+_CERT_LINE = re.compile(r"^(?P<nick>\S.*?)\s+(?P<trust>[A-Za-z]*,[A-Za-z]*,[A-Za-z]*)\s*$")
+# certutil -K: "< 0> ec       3c10...0010   oeagent"
+_KEY_LINE = re.compile(r"^<\s*\d+>\s+(?P<type>\S+)\s+(?P<id>[0-9a-fA-F]+)\s+(?P<label>.*)$")
+_ANCHOR_NICK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class CertEntry:
+    nickname: str
+    trust: str
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    key_id: str
+    """NSS CKA_ID, lower-case hex: SHA-1 of the EC point or RSA modulus."""
+    key_type: str
+    label: str
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def key_id(cert: x509.Certificate) -> str:
+    """The CKA_ID NSS gives the private key of ``cert`` (how certutil -K names keys)."""
+    public = cert.public_key()
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        raw = public.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+    elif isinstance(public, rsa.RSAPublicKey):
+        modulus = public.public_numbers().n
+        raw = modulus.to_bytes((modulus.bit_length() + 7) // 8, "big")
+    else:
+        raise NssError(f"unsupported key type {type(public).__name__} (ECDSA or RSA only)")
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def load_pem_bundle(data: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise NssError(f"not a PEM certificate bundle: {exc}") from None
+
+
+def _pem(certs: Sequence[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+class NssDatabase:
+    """One ``sql:DIR`` database, optionally protected by a (libreswan-style) password file."""
+
+    def __init__(self, database: str, password_file: Path | None = None) -> None:
+        if not database.startswith("sql:"):
+            raise NssError(f"{database!r} is not an sql:DIRECTORY NSS database")
+        self.database = database
+        self.directory = Path(database.removeprefix("sql:"))
+        self._password: Secret | None = (
+            read_password_file(password_file) if password_file is not None else None
+        )
+
+    def __repr__(self) -> str:
+        return f"NssDatabase({self.database!r})"
+
+    # -- running the tools -------------------------------------------------------------
+
+    def run(
+        self, tool: str, args: Sequence[str | Path], what: str, *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run certutil/pk12util on this database; raise NssError naming ``what`` failed.
+
+        The database password goes in through ``-f`` (certutil) or ``-k`` (pk12util).
+        """
+        pw_flag = "-f" if tool == "certutil" else "-k"
+        with password_file(self._password) as pw:
+            argv = [tool, *map(str, args), "-d", self.database, pw_flag, str(pw)]
+            result = proc.run(argv, check=False)
+        if check and result.returncode != 0:
+            raise NssError(f"{what} failed: {_reason(result)}")
+        return result
+
+    # -- creation ----------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return (self.directory / "cert9.db").exists() and (self.directory / "key4.db").exists()
+
+    def ensure_exists(self) -> bool:
+        """Create the directory (0700) and an empty database if missing; True if created."""
+        if self.exists():
+            return False
+        if (self.directory / "cert8.db").exists():
+            raise NssError(
+                f"{self.directory} holds a legacy DBM database (cert8.db); upgrade it with "
+                "'certutil --upgrade-merge' or 'ipsec checknss' first"
+            )
+        fsio.ensure_private_dir(self.directory)
+        with password_file(self._password) as pw:
+            secret = ["-f", str(pw)] if self._password is not None else ["--empty-password"]
+            result = proc.run(["certutil", "-N", "-d", self.database, *secret], check=False)
+        if result.returncode != 0:
+            raise NssError(f"creating the NSS database {self.database} failed: {_reason(result)}")
+        log.info("created NSS database %s", self.database)
+        return True
+
+    def copy_to(self, directory: Path) -> NssDatabase:
+        """A copy of this database (same password) in ``directory``, for trial runs."""
+        for name in ("cert9.db", "key4.db", "pkcs11.txt"):
+            if (self.directory / name).exists():
+                shutil.copy2(self.directory / name, directory / name)
+        copy = NssDatabase(f"sql:{directory}")
+        copy._password = self._password
+        return copy
+
+    # -- listing -----------------------------------------------------------------------
+
+    def list_certificates(self) -> list[CertEntry]:
+        """Every ``certutil -L`` line: one entry per certificate (a nickname may repeat)."""
+        out = self.run("certutil", ["-L"], "listing the certificates").stdout
+        entries = []
+        for line in out.splitlines()[3:]:  # two header lines and a blank line
+            match = _CERT_LINE.match(line.rstrip())
+            if match:
+                entries.append(CertEntry(match["nick"], match["trust"]))
+        return entries
+
+    def certificates(self, nickname: str) -> list[x509.Certificate]:
+        """All certificates filed under ``nickname``, newest-imported order not guaranteed."""
+        result = self.run("certutil", ["-L", "-n", nickname, "-a"], "", check=False)
+        if result.returncode != 0:
+            if "Could not find cert" in result.stderr:
+                return []
+            raise NssError(f"reading the certificates of {nickname!r} failed: {_reason(result)}")
+        return load_pem_bundle(result.stdout.encode("ascii"))
+
+    def fingerprints(self, nickname: str) -> list[str]:
+        return sorted(fingerprint(c) for c in self.certificates(nickname))
+
+    def trust(self, nickname: str) -> list[str]:
+        return [e.trust for e in self.list_certificates() if e.nickname == nickname]
+
+    def keys(self) -> list[KeyEntry]:
+        result = self.run("certutil", ["-K"], "", check=False)
+        keys = []
+        for line in result.stdout.splitlines():
+            match = _KEY_LINE.match(line.strip())
+            if match:
+                keys.append(KeyEntry(match["id"].lower(), match["type"], match["label"].strip()))
+        if result.returncode != 0 and "no keys found" not in result.stdout + result.stderr:
+            raise NssError(f"listing the private keys failed: {_reason(result)}")
+        return keys
+
+    def key_ids(self) -> set[str]:
+        return {k.key_id for k in self.keys()}
+
+    def all_certificates(self) -> dict[str, list[x509.Certificate]]:
+        """Every certificate by nickname (one certutil call per nickname)."""
+        nicknames = dict.fromkeys(e.nickname for e in self.list_certificates())
+        return {nick: self.certificates(nick) for nick in nicknames}
+
+    def orphan_keys(self) -> list[KeyEntry]:
+        """Private keys that no certificate in the database belongs to (certutil -D leftovers)."""
+        owned = {key_id(c) for certs in self.all_certificates().values() for c in certs}
+        return [k for k in self.keys() if k.key_id not in owned]
+
+    def nickname_of(self, cert: x509.Certificate) -> str | None:
+        """The nickname ``cert`` is filed under (matched by fingerprint), or None."""
+        wanted = fingerprint(cert)
+        for nick in dict.fromkeys(e.nickname for e in self.list_certificates()):
+            if any(fingerprint(c) == wanted for c in self.certificates(nick)):
+                return nick
+        return None
+
+    # -- trust anchors -----------------------------------------------------------------
+
+    def add_trust_anchor(self, cert: x509.Certificate, nickname: str | None = None) -> bool:
+        """Trust ``cert`` as a CA for pluto (``CT,,``); False if it already was.
+
+        A certificate already present under another nickname keeps that nickname (NSS
+        files by subject); only its trust is set.
+        """
+        if not is_ca(cert):
+            raise NssError(
+                f"refusing to add {cert.subject.rfc4514_string() or 'a certificate'} as a trust "
+                "anchor: it is not a CA certificate (basicConstraints CA:TRUE is missing)"
+            )
+        present = self.nickname_of(cert)
+        if present is not None:
+            before = self.trust(present)
+            if all(_trusted_ca(t) for t in before):
+                return False
+            # certutil -A on a certificate already present sets the trust of exactly that
+            # certificate (-M would pick one by nickname, and cross-signed roots share one).
+            self.add_certificate(cert, present, ANCHOR_TRUST)
+            return self.trust(present) != before
+        nick = nickname or anchor_nickname(cert)
+        with private_temp_file(_pem([cert])) as pem:
+            self.run(
+                "certutil",
+                ["-A", "-n", nick, "-t", ANCHOR_TRUST, "-a", "-i", pem],
+                f"adding trust anchor {nick!r}",
+            )
+        log.info("added trust anchor %r (%s)", nick, fingerprint(cert)[:16])
+        return True
+
+    def add_trust_anchors(self, certs: Sequence[x509.Certificate]) -> int:
+        """Add every certificate of a bundle; the number newly added or newly trusted."""
+        non_ca = [c.subject.rfc4514_string() for c in certs if not is_ca(c)]
+        if non_ca:  # refuse the whole bundle before changing anything
+            raise NssError(f"the trust anchor bundle holds non-CA certificates: {non_ca}")
+        return sum(self.add_trust_anchor(c) for c in certs)
+
+    def add_trust_anchor_bundle(self, path: Path) -> int:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise NssError(f"cannot read trust anchor bundle {path}: {exc.strerror}") from None
+        return self.add_trust_anchors(load_pem_bundle(data))
+
+    # -- verification ------------------------------------------------------------------
+
+    def verify(self, nickname: str, usage: str = "V") -> None:
+        """``certutil -V -e -u V``: the chain must reach a trusted anchor in this database.
+
+        ``V`` (TLS server) is what libreswan up to 5.2 accepts a peer certificate for (it
+        tries TLS client, then TLS server); 5.3+ uses NSS's IPsec usage (``I``).
+        """
+        self.run(
+            "certutil",
+            ["-V", "-e", "-u", usage, "-n", nickname],
+            f"verifying certificate {nickname!r} (usage {usage})",
+        )
+
+    # -- primitives for the swap -------------------------------------------------------
+
+    def import_pkcs12(self, p12: Path, p12_password_file: Path, what: str) -> None:
+        self.run("pk12util", ["-i", p12, "-w", p12_password_file], what)
+
+    def export_pkcs12(self, nickname: str, p12: Path, p12_password_file: Path) -> None:
+        self.run(
+            "pk12util",
+            ["-o", p12, "-n", nickname, "-w", p12_password_file],
+            f"backing up {nickname!r}",
+        )
+
+    def add_certificate(self, cert: x509.Certificate, nickname: str, trust: str) -> None:
+        with private_temp_file(_pem([cert])) as pem:
+            self.run(
+                "certutil",
+                ["-A", "-n", nickname, "-t", trust, "-a", "-i", pem],
+                f"adding a certificate under {nickname!r}",
+            )
+
+    def delete_key(self, key_id_hex: str) -> None:
+        self.run("certutil", ["-F", "-k", key_id_hex], f"deleting key {key_id_hex}")
+
+    def purge(self, nickname: str) -> int:
+        """Delete every certificate under ``nickname`` and their private keys; the count.
+
+        ``-F -n`` deletes the newest certificate and its key, but silently does nothing
+        (exit 0) for a certificate without a key, so fall back to ``-D`` when a round made no
+        progress, then delete keys that only those certificates owned.
+        """
+        removed: list[x509.Certificate] = []  # those deleted with -D, whose keys stay behind
+        certs = self.certificates(nickname)
+        count = len(certs)
+        while certs:
+            self.run("certutil", ["-F", "-n", nickname], f"deleting {nickname!r}")
+            remaining = self.certificates(nickname)
+            if len(remaining) >= len(certs):
+                self.run("certutil", ["-D", "-n", nickname], f"deleting {nickname!r}")
+                remaining = self.certificates(nickname)
+                if len(remaining) >= len(certs):
+                    raise NssError(f"deleting {nickname!r} made no progress")
+                kept = {fingerprint(c) for c in remaining}
+                removed.extend(c for c in certs if fingerprint(c) not in kept)
+            certs = remaining
+        # Only -D leaves keys behind; looking only then keeps the swap window short.
+        stale = {key_id(c) for c in removed}
+        if stale:
+            for key in self.keys():
+                if key.key_id in stale:
+                    self.delete_key(key.key_id)
+        return count
+
+    # -- the identity (implemented in oeagent.nss.swap, which builds on this class) ----------
+
+    def install_identity(
+        self,
+        nickname: str,
+        key: IdentityKey,
+        cert: x509.Certificate,
+        chain: Sequence[x509.Certificate],
+        work_dir: Path,
+        *,
+        verify: bool = True,
+    ) -> InstallResult:
+        """See ``oeagent.nss.swap.install_identity``."""
+        from oeagent.nss import swap
+
+        return swap.install_identity(
+            self, nickname, key, cert, chain, work_dir=work_dir, verify=verify
+        )
+
+    def recover(self, work_dir: Path) -> RecoveryOutcome:
+        """See ``oeagent.nss.swap.recover``."""
+        from oeagent.nss import swap
+
+        return swap.recover(self, work_dir)
+
+
+def anchor_nickname(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    common_name = str(names[0].value) if names else ""
+    if _ANCHOR_NICK.match(common_name):
+        return common_name
+    return f"oeagent-anchor-{fingerprint(cert)[:16]}"
+
+
+def _trusted_ca(trust: str) -> bool:
+    ssl_flags = trust.split(",")[0]
+    return "C" in ssl_flags and "T" in ssl_flags
+
+
+def _reason(result: subprocess.CompletedProcess[str]) -> str:
+    """certutil's reason: the last meaningful line it printed (never our own input)."""
+    lines = [
+        line.strip()
+        for line in (result.stderr + "\n" + result.stdout).splitlines()
+        if line.strip() and not line.startswith("certutil: Checking token")
+    ]
+    return lines[-1] if lines else f"exit status {result.returncode}"
