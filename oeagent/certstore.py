@@ -67,7 +67,9 @@ def _pem(certs: list[x509.Certificate] | tuple[x509.Certificate, ...]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
-def save(state: StateDir, cert: x509.Certificate, chain: tuple[x509.Certificate, ...]) -> StoredCertificate:
+def save(
+    state: StateDir, cert: x509.Certificate, chain: tuple[x509.Certificate, ...]
+) -> StoredCertificate:
     """Keep an issued certificate and make it current (pointer written last)."""
     stored = StoredCertificate(cert, chain)
     directory = state.cert_dir(stored.serial_hex)
@@ -89,7 +91,9 @@ def load_current(state: StateDir) -> StoredCertificate | None:
     cert_pem = state.read_bytes(directory / "cert.pem")
     chain_pem = state.read_bytes(directory / "chain.pem")
     if cert_pem is None or chain_pem is None:
-        raise StateError(f"{state.current_path} names certificate {serial}, but {directory} is incomplete")
+        raise StateError(
+            f"{state.current_path} names certificate {serial}, but {directory} is incomplete"
+        )
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
         chain = tuple(x509.load_pem_x509_certificates(chain_pem)) if chain_pem.strip() else ()

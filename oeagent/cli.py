@@ -11,7 +11,6 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from oeagent import __version__
 from oeagent.errors import EX_SOFTWARE, OeagentError
@@ -104,9 +103,10 @@ def _configure_logging(debug: bool) -> None:
 
 def _run_enroll(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
     from oeagent import config as config_module
-    from oeagent.enroll import enroll
 
     cfg = config_module.load(config_module.config_path_from(args.config))
+    from oeagent.enroll import enroll
+
     return enroll(cfg, reporter, force=args.force, dry_run=args.dry_run).as_dict()
 
 
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     action = _ACTIONS.get(command)
     if action is None:
         message = f"'oeagent {command}' is not built yet: {_NOT_BUILT_YET[command]}"
-        reporter.finish(command, ok=False, error=message)
+        reporter.finish(command, ok=False, error=message, exit_code=EX_NOT_IMPLEMENTED)
         if not args.json:
             print(f"oeagent: {message}", file=sys.stderr)
         return EX_NOT_IMPLEMENTED
@@ -150,11 +150,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.json:
             print(f"oeagent {command}: {message}", file=sys.stderr)
         return EX_SOFTWARE
-    reporter.finish(command, ok=True, **result)
+    reporter.finish(command, ok=True, result=result)
     return 0
-
-
-def default_config_path() -> Path:
-    from oeagent.config import DEFAULT_CONFIG_PATH
-
-    return DEFAULT_CONFIG_PATH

@@ -210,7 +210,9 @@ class _Table:
         if value is _MISSING:
             return default
         if not low <= value <= high:
-            self.reader.problem(self.key_path(key), f"must be between {low:g} and {high:g}; got {value}")
+            self.reader.problem(
+                self.key_path(key), f"must be between {low:g} and {high:g}; got {value}"
+            )
             return default
         return float(value)
 
@@ -219,7 +221,9 @@ class _Table:
         if value is _MISSING:
             return default
         if not low <= value <= high:
-            self.reader.problem(self.key_path(key), f"must be between {low} and {high}; got {value}")
+            self.reader.problem(
+                self.key_path(key), f"must be between {low} and {high}; got {value}"
+            )
             return default
         return int(value)
 
@@ -336,13 +340,15 @@ def _build(reader: _Reader) -> Config | None:
         names=host_table.text_list("names", names.normalize_fqdn),
         addresses=host_table.text_list("addresses", names.normalize_ip),
     )
-    if "names" in host_table.data and not host.names and isinstance(host_table.data["names"], list):
+    if host_table.data.get("names") == []:
         reader.problem("host.names", "must list at least one FQDN")
 
     acme_t = root.table("acme")
     eab_kid = acme_t.optional_text("eab_kid")
     eab_key = acme_t.secret("eab_hmac_key_file")
-    if bool(eab_kid) != bool(eab_key) and not any("acme.eab_hmac_key_file" in p for p in reader.problems):
+    if bool(eab_kid) != bool(eab_key) and not any(
+        "acme.eab_hmac_key_file" in p for p in reader.problems
+    ):
         reader.problem("acme.eab_kid", "eab_kid and eab_hmac_key_file must be given together")
     acme = AcmeConfig(
         directory=acme_t.text("directory", LETSENCRYPT_DIRECTORY, _check_url),
@@ -385,9 +391,14 @@ def _build(reader: _Reader) -> Config | None:
         propagation_timeout=dns_t.number("propagation_timeout", 60.0, 1, 3600),
     )
     if ctype == "dns-01" and dns.tsig_secret is None and "tsig_secret_file" not in dns_t.data:
-        reader.problem("challenge.dns.tsig_secret_file", "is required for dns-01 (RFC 2136 updates are TSIG-signed)")
+        reader.problem(
+            "challenge.dns.tsig_secret_file",
+            "is required for dns-01 (RFC 2136 updates are TSIG-signed)",
+        )
     if ctype == "dns-01" and host.addresses:
-        reader.problem("host.addresses", "IP identifiers can only be validated with http-01, not dns-01")
+        reader.problem(
+            "host.addresses", "IP identifiers can only be validated with http-01, not dns-01"
+        )
     challenge = ChallengeConfig(type=ctype, http=http, dns=dns)
 
     nss_t = root.table("nss")
@@ -400,7 +411,8 @@ def _build(reader: _Reader) -> Config | None:
 
     pluto_t = root.table("pluto")
     pluto = PlutoConfig(
-        ctlsocket=pluto_t.path_value("ctlsocket", Path("/run/pluto/pluto.ctl")) or Path("/run/pluto/pluto.ctl"),
+        ctlsocket=pluto_t.path_value("ctlsocket", Path("/run/pluto/pluto.ctl"))
+        or Path("/run/pluto/pluto.ctl"),
         ipsec_dir=pluto_t.path_value("ipsec_dir", Path("/etc/ipsec.d")) or Path("/etc/ipsec.d"),
     )
 

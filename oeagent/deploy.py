@@ -41,7 +41,9 @@ def recover_interrupted_swap(config: Config, state: StateDir, reporter: Reporter
     db = open_database(config)
     outcome = db.recover(state.nss_work_dir)
     if outcome is not None:
-        reporter.step("recover", f"found an interrupted NSS swap for '{config.nss.nickname}': {outcome}")
+        reporter.step(
+            "recover", f"found an interrupted NSS swap for '{config.nss.nickname}': {outcome}"
+        )
 
 
 def is_deployed(config: Config, state: StateDir, cert: StoredCertificate) -> bool:
@@ -56,8 +58,7 @@ def is_deployed(config: Config, state: StateDir, cert: StoredCertificate) -> boo
     db = open_database(config)
     if not db.exists():
         return False
-    present = db.certificates(config.nss.nickname)
-    return [c.fingerprint_sha256 for c in present] == [cert.fingerprint_sha256]
+    return db.fingerprints(config.nss.nickname) == [cert.fingerprint_sha256]
 
 
 def deploy_to_nss(
@@ -70,15 +71,24 @@ def deploy_to_nss(
     for anchor in trust.load_anchors(config.nss.trust_anchors):
         if db.add_trust_anchor(anchor):
             added += 1
-            reporter.step("nss", f"trusted anchor {anchor.subject.rfc4514_string() or anchor.serial_number} (CT,,)")
-    outcome = db.install_identity(config.nss.nickname, key, cert.cert, cert.chain, state.nss_work_dir)
+            reporter.step("nss", f"trusted anchor {anchor.subject.rfc4514_string()} (CT,,)")
+    outcome = db.install_identity(
+        config.nss.nickname, key, cert.cert, cert.chain, state.nss_work_dir
+    )
+    where = f"'{config.nss.nickname}' in {config.nss.database}"
+    window = (
+        f" (nickname empty for {outcome.swap_window * 1000:.0f} ms)" if outcome.swap_window else ""
+    )
     reporter.step(
         "nss",
-        f"certificate {cert.serial_hex} {outcome} as '{config.nss.nickname}' in {config.nss.database}",
-        outcome=outcome,
+        f"certificate {cert.serial_hex} {outcome.status} as {where}{window}",
+        outcome=outcome.status,
+        swap_window_seconds=outcome.swap_window,
     )
     db.verify(config.nss.nickname)
-    reporter.step("verify", f"certutil -V -u V accepts '{config.nss.nickname}': chains to a trusted anchor")
+    reporter.step(
+        "verify", f"certutil -V -u V accepts '{config.nss.nickname}': chains to a trusted anchor"
+    )
     state.write_json(
         state.deployed_path,
         {
@@ -93,7 +103,11 @@ def deploy_to_nss(
     notified = pluto.reread_certs(config.pluto.ctlsocket)
     reporter.step(
         "pluto",
-        "told pluto to reread certificates" if notified else "pluto is not running; it will load the certificate when it starts",
+        "told pluto to reread certificates"
+        if notified
+        else "pluto is not running; it will load the certificate when it starts",
         pluto_running=notified,
     )
-    return DeployResult(config.nss.database, config.nss.nickname, cert.serial_hex, str(outcome), added, notified)
+    return DeployResult(
+        config.nss.database, config.nss.nickname, cert.serial_hex, outcome.status, added, notified
+    )

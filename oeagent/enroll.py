@@ -44,24 +44,43 @@ class EnrollResult:
         }
 
 
-def load_or_create_key(config: Config, state: StateDir, reporter: Reporter, *, fresh: bool) -> keys.PrivateKey:
+def load_or_create_key(
+    config: Config, state: StateDir, reporter: Reporter, *, fresh: bool
+) -> keys.PrivateKey:
     """The certificate key: reuse the stored one unless config asks otherwise."""
     stored = state.read_bytes(state.cert_key_path)
     if stored is not None and not fresh:
         key = keys.load_key_pem(stored, "certificate key")
         if keys.key_algorithm(key) == config.key.algorithm:
-            reporter.step("key", f"reusing certificate key ({config.key.algorithm})", spki_sha256=keys.spki_sha256(key))
+            reporter.step(
+                "key",
+                f"reusing certificate key ({config.key.algorithm})",
+                spki_sha256=keys.spki_sha256(key),
+            )
             return key
-        reporter.step("key", f"stored key is {keys.key_algorithm(key)}; config asks for {config.key.algorithm}")
+        reporter.step(
+            "key",
+            f"stored key is {keys.key_algorithm(key)}; config asks for {config.key.algorithm}",
+        )
     key = keys.generate_key(config.key.algorithm)
     # Written before the order: a run interrupted after issuance still has the matching key.
     state.write_bytes(state.cert_key_path, keys.key_to_pem(key), PRIVATE_FILE)
-    reporter.step("key", f"generated a new {config.key.algorithm} certificate key", spki_sha256=keys.spki_sha256(key))
+    reporter.step(
+        "key",
+        f"generated a new {config.key.algorithm} certificate key",
+        spki_sha256=keys.spki_sha256(key),
+    )
     return key
 
 
-def enroll(config: Config, reporter: Reporter, *, force: bool = False, dry_run: bool = False,
-           now: dt.datetime | None = None) -> EnrollResult:
+def enroll(
+    config: Config,
+    reporter: Reporter,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+) -> EnrollResult:
     state = StateDir(config.state_dir)
     now = now or dt.datetime.now(dt.UTC)
     if dry_run:
@@ -71,16 +90,27 @@ def enroll(config: Config, reporter: Reporter, *, force: bool = False, dry_run: 
         recover_interrupted_swap(config, state, reporter)
         current = certstore.load_current(state)
         stored_key_pem = state.read_bytes(state.cert_key_path)
-        stored_key = keys.load_key_pem(stored_key_pem, "certificate key") if stored_key_pem else None
+        stored_key = (
+            keys.load_key_pem(stored_key_pem, "certificate key") if stored_key_pem else None
+        )
         decision = renewal.decide(config, current, stored_key, now)
         if not force and not decision.due and current is not None and stored_key is not None:
             if is_deployed(config, state, current):
-                reporter.step("check", f"nothing to do: certificate {current.serial_hex} is deployed and {decision.reason}")
+                reporter.step(
+                    "check",
+                    f"nothing to do: certificate {current.serial_hex} is deployed "
+                    f"and {decision.reason}",
+                )
                 return EnrollResult(False, decision.reason, current.summary())
             # Issued earlier but the deploy did not finish (or NSS was reset): deploy again.
-            reporter.step("check", f"certificate {current.serial_hex} is current but not deployed; deploying it")
+            reporter.step(
+                "check",
+                f"certificate {current.serial_hex} is current but not deployed; deploying it",
+            )
             result = deploy_to_nss(config, state, current, stored_key, reporter)
-            return EnrollResult(False, "deployed the existing certificate", current.summary(), result)
+            return EnrollResult(
+                False, "deployed the existing certificate", current.summary(), result
+            )
 
         reason = "forced with --force" if force and not decision.due else decision.reason
         reporter.step("check", f"a new certificate is needed: {reason}")
@@ -93,12 +123,16 @@ def enroll(config: Config, reporter: Reporter, *, force: bool = False, dry_run: 
         if not keys.same_key(issued.cert, key):
             raise StateError("the CA returned a certificate for a different key; not deploying it")
         stored = certstore.save(state, issued.cert, issued.chain)
-        reporter.step("store", f"kept certificate {stored.serial_hex} in {state.cert_dir(stored.serial_hex)}")
+        reporter.step(
+            "store", f"kept certificate {stored.serial_hex} in {state.cert_dir(stored.serial_hex)}"
+        )
         result = deploy_to_nss(config, state, stored, key, reporter)
         return EnrollResult(True, reason, stored.summary(), result)
 
 
-def _plan_only(config: Config, state: StateDir, reporter: Reporter, force: bool, now: dt.datetime) -> EnrollResult:
+def _plan_only(
+    config: Config, state: StateDir, reporter: Reporter, force: bool, now: dt.datetime
+) -> EnrollResult:
     """--dry-run: say what would happen from local state alone; contact nobody."""
     current = certstore.load_current(state) if state.root.exists() else None
     key_pem = state.read_bytes(state.cert_key_path) if state.root.exists() else None
@@ -106,11 +140,27 @@ def _plan_only(config: Config, state: StateDir, reporter: Reporter, force: bool,
     decision = renewal.decide(config, current, key, now)
     if decision.due or force:
         names = ", ".join([*config.host.names, *config.host.addresses])
-        reporter.step("plan", f"would request a certificate for {names} from {config.acme.directory} "
-                      f"using {config.challenge.type} ({decision.reason if decision.due else 'forced'})")
-        reporter.step("plan", f"would load it into {config.nss.database} as '{config.nss.nickname}' and tell pluto")
-        return EnrollResult(False, decision.reason, current.summary() if current else None, dry_run=True,
-                            extra={"would_issue": True})
+        reporter.step(
+            "plan",
+            f"would request a certificate for {names} from {config.acme.directory} "
+            f"using {config.challenge.type} ({decision.reason if decision.due else 'forced'})",
+        )
+        reporter.step(
+            "plan",
+            f"would load it into {config.nss.database} as '{config.nss.nickname}' and tell pluto",
+        )
+        return EnrollResult(
+            False,
+            decision.reason,
+            current.summary() if current else None,
+            dry_run=True,
+            extra={"would_issue": True},
+        )
     reporter.step("plan", f"nothing to do: {decision.reason}")
-    return EnrollResult(False, decision.reason, current.summary() if current else None, dry_run=True,
-                        extra={"would_issue": False})
+    return EnrollResult(
+        False,
+        decision.reason,
+        current.summary() if current else None,
+        dry_run=True,
+        extra={"would_issue": False},
+    )

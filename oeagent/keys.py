@@ -51,7 +51,11 @@ def load_key_pem(data: bytes, what: str = "private key") -> PrivateKey:
 
 
 def spki_der(obj: PrivateKey | PublicKey | x509.Certificate) -> bytes:
-    public = obj.public_key() if not isinstance(obj, ec.EllipticCurvePublicKey | rsa.RSAPublicKey) else obj
+    public = (
+        obj.public_key()
+        if not isinstance(obj, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
+        else obj
+    )
     return public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

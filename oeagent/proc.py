@@ -8,7 +8,6 @@ interpreted by a shell because none is involved, and the environment carries not
 from __future__ import annotations
 
 import logging
-
 import subprocess
 from collections.abc import Mapping, Sequence
 
@@ -46,7 +45,7 @@ def run(
             raise OeagentError(f"refusing to run {args[0]}: an argument contains a NUL byte")
     log.debug("running %s", args)
     try:
-        completed = subprocess.run(  # noqa: S603 - argument list, no shell
+        completed = subprocess.run(
             args,
             input=input_bytes,
             capture_output=True,
@@ -67,5 +66,3 @@ def run(
     if check and result.returncode != 0:
         raise CommandError(args, result.returncode, result.stderr or result.stdout)
     return result
-
-

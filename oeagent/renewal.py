@@ -30,7 +30,9 @@ def renewal_time(cert: StoredCertificate) -> dt.datetime:
     return cert.not_after - lifetime * remaining_fraction
 
 
-def decide(config: Config, cert: StoredCertificate | None, key: PrivateKey | None, now: dt.datetime) -> Decision:
+def decide(
+    config: Config, cert: StoredCertificate | None, key: PrivateKey | None, now: dt.datetime
+) -> Decision:
     """Whether a new certificate is needed, and why (said to the user as it is)."""
     if cert is None:
         return Decision(True, "no certificate issued yet")
@@ -47,4 +49,6 @@ def decide(config: Config, cert: StoredCertificate | None, key: PrivateKey | Non
     when = renewal_time(cert)
     if now >= when:
         return Decision(True, f"renewal was due at {when.isoformat()}", when)
-    return Decision(False, f"valid until {cert.not_after.isoformat()}, renewal due at {when.isoformat()}", when)
+    return Decision(
+        False, f"valid until {cert.not_after.isoformat()}, renewal due at {when.isoformat()}", when
+    )

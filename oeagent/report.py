@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -33,14 +34,22 @@ class Reporter:
             self.stream.write(f"[{name}] {message}\n")
             self.stream.flush()
 
-    def finish(self, command: str, ok: bool, error: str | None = None, **result: Any) -> None:
+    def finish(
+        self,
+        command: str,
+        ok: bool,
+        error: str | None = None,
+        exit_code: int = 0,
+        result: Mapping[str, Any] | None = None,
+    ) -> None:
         if self.as_json:
             document = {
                 "command": command,
                 "ok": ok,
                 "error": error,
+                "exit_code": exit_code,
                 "steps": [{"step": s.name, "message": s.message, **s.data} for s in self.steps],
-                **result,
+                **(result or {}),
             }
             self.stream.write(json.dumps(document, default=str, sort_keys=False) + "\n")
             self.stream.flush()
@@ -52,5 +61,12 @@ class NullReporter(Reporter):
     def __init__(self) -> None:
         super().__init__(as_json=True, stream=None)
 
-    def finish(self, command: str, ok: bool, error: str | None = None, **result: Any) -> None:
+    def finish(
+        self,
+        command: str,
+        ok: bool,
+        error: str | None = None,
+        exit_code: int = 0,
+        result: Mapping[str, Any] | None = None,
+    ) -> None:
         return None

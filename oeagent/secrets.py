@@ -14,6 +14,7 @@ import re
 import stat
 from pathlib import Path
 
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 _BIND_SECRET = re.compile(r'secret\s+"([A-Za-z0-9+/=\s]+)"\s*;')
 
 
@@ -78,11 +79,24 @@ def read_secret(name: str, base_dir: Path) -> Secret:
     encoded = "".join(encoded.split())
     if not encoded:
         raise ValueError(f"secret file {path} is empty")
-    try:
-        value = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
+    value = _decode_base64(encoded)
+    if value is None:
         # Never echo the content: it is the secret.
         raise ValueError(f"secret file {path} does not hold a base64 secret") from None
     if len(value) < 16:
         raise ValueError(f"secret in {path} is shorter than 128 bits")
     return Secret(value, path)
+
+
+def _decode_base64(encoded: str) -> bytes | None:
+    """Standard base64 (TSIG keys) or unpadded base64url (EAB keys as CAs hand them out)."""
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    if not _BASE64URL.match(encoded):
+        return None
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        return None

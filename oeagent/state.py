@@ -97,7 +97,9 @@ class StateDir:
         try:
             document = json.loads(raw)
         except ValueError as exc:
-            raise StateError(f"{path} is not valid JSON ({exc}); move it aside to start over") from None
+            raise StateError(
+                f"{path} is not valid JSON ({exc}); move it aside to start over"
+            ) from None
         if not isinstance(document, dict):
             raise StateError(f"{path} does not hold a JSON object")
         return document

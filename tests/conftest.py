@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +28,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A running lab shared by the whole session; always stopped at the end."""
     missing = [p for p in LAB_PROGRAMS if shutil.which(p) is None]
     if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"lab programs not installed in CI: {', '.join(missing)}")
         pytest.skip(f"lab programs not installed: {', '.join(missing)} (run `make deps`)")
     the_lab = Lab(tmp_path_factory.mktemp("lab"))
     try:

@@ -184,3 +184,12 @@ def test_cli_broken_config_exits_78_listing_all_problems(tmp_path: Path) -> None
     assert "2 configuration problems" in proc.stderr
     assert "colour: unknown key" in proc.stderr and "host.names[0]" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_eab_key_in_base64url_is_accepted(tmp_path: Path) -> None:
+    # CAs hand out EAB HMAC keys as unpadded base64url, with '-' and '_'.
+    key = tmp_path / "eab"
+    key.write_text("zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W\n".replace("G4", "-_"))
+    key.chmod(0o600)
+    cfg = config.load(write(tmp_path, 'host.names = ["a.example"]\nacme.eab_kid = "k"\nacme.eab_hmac_key_file = "eab"\n'))
+    assert cfg.acme.eab_hmac_key is not None and len(cfg.acme.eab_hmac_key.reveal()) == 48

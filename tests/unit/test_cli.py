@@ -1,0 +1,68 @@
+"""The command line surface: every command has --help, reserved ones say so, JSON output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oeagent import cli
+
+COMMANDS = ["enroll", "renew", "run", "status", "publish", "discover", "policy", "unenroll"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"oeagent {command}" in out
+    assert "--config" in out and "--json" in out and "--debug" in out
+
+
+def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "enroll"])
+def test_reserved_commands_say_not_built_and_fail(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([command]) == cli.EX_NOT_IMPLEMENTED
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_json_error_output_is_one_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.toml"
+    assert cli.main(["enroll", "--json", "--config", str(missing)]) == 78
+    document = json.loads(capsys.readouterr().out)
+    assert document["command"] == "enroll" and document["ok"] is False
+    assert "file not found" in document["error"] and document["exit_code"] == 78
+
+
+def test_global_options_before_or_after_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "x.toml")
+    assert cli.main(["--json", "--config", missing, "enroll"]) == 78
+    assert json.loads(capsys.readouterr().out)["ok"] is False
+
+
+def test_dry_run_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "oeagent.toml"
+    state = tmp_path / "state"
+    cfg.write_text(f'state_dir = "{state}"\n[host]\nnames = ["a.example"]\n[nss]\ndatabase = "sql:{tmp_path}/nss"\n')
+    assert cli.main(["enroll", "--dry-run", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "would request a certificate for a.example" in out
+    assert not state.exists() and not (tmp_path / "nss").exists()
+
+
+def test_help_does_not_import_the_acme_stack() -> None:
+    code = "import sys\nfrom oeagent import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\nprint('acme' in sys.modules, 'requests' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"
