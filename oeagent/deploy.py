@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from oeagent import pluto, trust
 from oeagent.certstore import StoredCertificate
 from oeagent.config import Config
+from oeagent.errors import NssError
 from oeagent.keys import PrivateKey
 from oeagent.nss import NssDatabase
 from oeagent.report import Reporter
@@ -39,15 +40,23 @@ def open_database(config: Config) -> NssDatabase:
 def recover_interrupted_swap(config: Config, state: StateDir, reporter: Reporter) -> None:
     """Finish or undo an NSS swap that a killed run left half-done."""
     db = open_database(config)
+    if not db.exists():
+        return
     outcome = db.recover(state.nss_work_dir)
-    if outcome is not None:
+    if outcome != "nothing":
         reporter.step(
-            "recover", f"found an interrupted NSS swap for '{config.nss.nickname}': {outcome}"
+            "recover",
+            f"finished an interrupted NSS swap for '{config.nss.nickname}': {outcome}",
+            outcome=outcome,
         )
 
 
 def is_deployed(config: Config, state: StateDir, cert: StoredCertificate) -> bool:
-    """True when the record says so AND the NSS database really holds exactly this cert."""
+    """True when the record says so AND NSS really holds exactly this cert, verifiable.
+
+    Checking NSS itself (not only our record) lets a rerun repair a database that someone
+    reset, or whose trust anchor went missing, instead of saying "nothing to do".
+    """
     record = state.read_json(state.deployed_path) or {}
     if (
         record.get("database") != config.nss.database
@@ -58,7 +67,13 @@ def is_deployed(config: Config, state: StateDir, cert: StoredCertificate) -> boo
     db = open_database(config)
     if not db.exists():
         return False
-    return db.fingerprints(config.nss.nickname) == [cert.fingerprint_sha256]
+    if db.fingerprints(config.nss.nickname) != [cert.fingerprint_sha256]:
+        return False
+    try:
+        db.verify(config.nss.nickname)
+    except NssError:
+        return False
+    return True
 
 
 def deploy_to_nss(

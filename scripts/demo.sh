@@ -26,11 +26,14 @@ say "The NSS database $NSS (certutil -L)"
 certutil -L -d "$NSS"
 
 say "The enrolled certificate under nickname 'oeagent'"
-certutil -L -d "$NSS" -n oeagent | sed -n '1,/Subject Public Key Info/p' | grep -E 'Serial|Issuer|Not (Before|After)|Subject:|DNS name' || true
 certutil -L -d "$NSS" -n oeagent -a | openssl x509 -noout -subject -issuer -serial -dates -ext subjectAltName
 
 say "Verified for pluto's use (certutil -V -u V)"
 certutil -V -u V -d "$NSS" -n oeagent
+
+STATE=$(sed -n 's/^state_dir = "\([^"]*\)".*/\1/p' "$LAB/oeagent.toml" | head -1)
+say "oeagent's state directory (private: 0700 directories, 0600 keys)"
+find "$STATE" -printf '%M  %p\n' | sort -k2
 
 if [ "${KEEP_LAB:-0}" = 1 ]; then
   say "The lab keeps running: oeagent --config $LAB/oeagent.toml ...; stop it with: make lab-down LAB=$LAB"

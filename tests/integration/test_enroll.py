@@ -81,6 +81,7 @@ def test_enroll_http01_standalone_then_idempotent_then_force(lab_config_path: Pa
     assert doc["certificate"]["names"] == ["server.oe.test"]
     steps = [s["step"] for s in doc["steps"]]
     assert "nss" in steps and "verify" in steps and "pluto" in steps
+    assert "recover" not in steps  # nothing was interrupted
 
     nss = Nss(lab_config_path)
     certs = nss.certs()
@@ -227,3 +228,18 @@ def test_lock_held_fails_clearly(make_lab_config: Any) -> None:
         code, doc, _ = enroll_json(path)
     assert code == 75
     assert "holds the lock" in doc["error"] and f"pid {os.getpid()}" in doc["error"]
+
+
+def test_rerun_repairs_a_database_that_lost_its_anchor(lab_config_path: Path) -> None:
+    code, first, err = enroll_json(lab_config_path)
+    assert code == 0, err
+    nss = Nss(lab_config_path)
+    anchors = [line.rsplit(None, 1)[0].strip() for line in nss.listing().splitlines() if "CT," in line]
+    assert len(anchors) == 1
+    subprocess.run(["certutil", "-D", "-d", nss.db, "-n", anchors[0]], check=True)
+    assert nss.verify().returncode != 0
+    code, doc, err = enroll_json(lab_config_path)
+    assert code == 0, err
+    assert doc["issued"] is False  # the certificate is fine; only the deployment is repaired
+    assert nss.verify().returncode == 0
+    assert [format(c.serial_number, "x") for c in nss.certs()] == [first["certificate"]["serial"]]
