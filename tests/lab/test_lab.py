@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import time
 import uuid
 from collections.abc import Callable
@@ -14,13 +12,10 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.tsig
-import josepy as jose
 import pytest
 import requests
-from acme import challenges, client, crypto_util, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from lab import Lab
 from lab.procs import is_running
@@ -114,44 +109,6 @@ def test_config_overrides(make_lab_config: Callable[..., Path]) -> None:
     assert loaded.host.names == ("www.oe.test", "alt.oe.test")
     assert loaded.challenge.type == "dns-01"
     assert loaded.acme.email is None
-
-
-def test_webroot_issuance_with_ip_identifier(lab: Lab, tmp_path: Path) -> None:
-    """Pebble validates http-01 on 127.0.0.1:httpPort, for a DNS name and an IP identifier."""
-    info = lab.info
-    account = jose.jwk.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-    # verify_ssl is passed on to requests, which takes a CA bundle path too.
-    net = client.ClientNetwork(
-        account, alg=jose.jwa.ES256, verify_ssl=str(info.https_ca_pem)  # type: ignore[arg-type]
-    )
-    acme = client.ClientV2(client.ClientV2.get_directory(info.acme_directory, net), net)
-    acme.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))
-    key_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    csr = crypto_util.make_csr(
-        key_pem, domains=["server.oe.test"], ipaddrs=[ipaddress.ip_address("127.0.0.1")]
-    )
-    order = acme.new_order(csr)
-    webroot = tmp_path / "webroot"
-    with lab.serve_webroot(webroot) as server:
-        for authz in order.authorizations:
-            challb = next(
-                c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)
-            )
-            response, validation = challb.chall.response_and_validation(account)
-            token_file = webroot / challb.chall.path.lstrip("/")
-            token_file.parent.mkdir(parents=True, exist_ok=True)
-            token_file.write_text(validation)
-            acme.answer_challenge(challb, response)
-        deadline = datetime.datetime.now() + datetime.timedelta(seconds=30)  # noqa: DTZ005 (acme wants naive)
-        order = acme.poll_and_finalize(order, deadline)
-    assert server.requests
-    cert = x509.load_pem_x509_certificate(order.fullchain_pem.encode())
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["server.oe.test"]
-    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
 
 
 def test_second_lab_up_and_down_leaves_nothing(lab: Lab, tmp_path: Path) -> None:
