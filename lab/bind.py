@@ -25,6 +25,15 @@ from lab.procs import LabError
 
 ZONE = "oe.test"
 PLAIN_ZONE = "plain.test"
+# Delegations below the signed zone, for discovery tests: an insecure one (no DS), a bogus
+# one (a DS that matches no key: validation fails), and a lame one (its name server is an
+# unused loopback address, so resolution times out or is refused).
+INSECURE_CHILD = f"insecure.{ZONE}"
+BOGUS_CHILD = f"bogus.{ZONE}"
+LAME_CHILD = f"lame.{ZONE}"
+LAME_NS_ADDRESS = "127.0.0.99"
+# A well-formed DS (key tag 1, ECDSA P-256, SHA-256) whose digest matches no key.
+_BOGUS_DS = f"1 13 2 {'5A' * 32}"
 TSIG_KEY_NAME = "oeagent-lab"
 TSIG_ALGORITHM = "hmac-sha256"
 HOSTS = ("server", "www", "alt", "peer")
@@ -72,7 +81,19 @@ def _zone_text(zone: str) -> str:
         # Any other name resolves too, so tests can invent host names freely.
         "* IN A 127.0.0.1",
     ]
+    if zone == ZONE:
+        lines += [
+            f"{INSECURE_CHILD}. IN NS ns.{ZONE}.",
+            f"{BOGUS_CHILD}. IN NS ns.{ZONE}.",
+            f"{BOGUS_CHILD}. IN DS {_BOGUS_DS}",
+            f"{LAME_CHILD}. IN NS ns.{LAME_CHILD}.",
+            f"ns.{LAME_CHILD}. IN A {LAME_NS_ADDRESS}",
+        ]
     return "\n".join(lines) + "\n"
+
+
+# (zone, signed) for every zone this BIND serves.
+SERVED_ZONES = ((ZONE, True), (PLAIN_ZONE, False), (INSECURE_CHILD, False), (BOGUS_CHILD, True))
 
 
 def write_config(bind_dir: Path, port: int, tsig_key_file: Path) -> Path:
@@ -81,7 +102,7 @@ def write_config(bind_dir: Path, port: int, tsig_key_file: Path) -> Path:
     keys_dir = bind_dir / "keys"
     keys_dir.mkdir(exist_ok=True)
     zones = []
-    for zone, signed in ((ZONE, True), (PLAIN_ZONE, False)):
+    for zone, signed in SERVED_ZONES:
         (bind_dir / f"{zone}.zone").write_text(_zone_text(zone))
         signing = '    dnssec-policy "lab";\n    inline-signing yes;\n' if signed else ""
         zones.append(
@@ -148,8 +169,13 @@ def zone_is_signed(port: int) -> bool:
         return False
     if not any(rrset.rdtype == dns.rdatatype.RRSIG for rrset in reply.answer):
         return False
-    plain = query(port, PLAIN_ZONE, "SOA", dnssec=False, timeout=0.5)
-    return plain.rcode() == dns.rcode.NOERROR and bool(plain.answer)
+    for zone, signed in SERVED_ZONES:
+        reply = query(port, zone, "SOA", dnssec=signed, timeout=0.5)
+        if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
+            return False
+        if signed and not any(r.rdtype == dns.rdatatype.RRSIG for r in reply.answer):
+            return False
+    return True
 
 
 def ds_records(port: int) -> list[str]:

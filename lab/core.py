@@ -21,7 +21,7 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from lab import bind, config_file, pebble, tlsca, unbound
+from lab import bind, config_file, nginx, pebble, tlsca, unbound
 from lab.procs import Daemon, LabError, free_ports, is_running, spawn, stop, wait_ready
 from lab.webroot import WebrootServer, serve_directory
 
@@ -52,6 +52,8 @@ class LabInfo:
     tsig_key_file: Path
     unbound_port: int
     """The validating resolver (trust anchor: the signed zone's DS)."""
+    https_port: int
+    """Where nginx serves the well-known document once ``start_nginx`` was called."""
     pebble_root_pem: Path
     pebble_intermediate_pem: Path
     https_ca_pem: Path
@@ -125,7 +127,7 @@ class Lab:
         """Start every service and return once each answers; stop all again on failure."""
         current, daemons = self._load()
         running = daemons and all(is_running(d) for d in daemons.values())
-        if current is not None and running and set(daemons) == set(DAEMONS):
+        if current is not None and running and set(DAEMONS) <= set(daemons):
             if current.cert_validity_seconds != self.cert_validity_seconds:
                 return self._restart_pebble(self.cert_validity_seconds)
             return current
@@ -140,7 +142,9 @@ class Lab:
 
     def _start(self, timeout: float) -> LabInfo:
         d = self.dir
-        acme_port, mgmt_port, http_port, tls_port, bind_port, unbound_port = free_ports(6)
+        acme_port, mgmt_port, http_port, tls_port, bind_port, unbound_port, https_port = (
+            free_ports(7)
+        )
         https_ca = d / "pebble-https-ca.pem"
         pebble_dir = d / "pebble"
         pebble_dir.mkdir(exist_ok=True)
@@ -165,6 +169,7 @@ class Lab:
             tsig_algorithm=bind.TSIG_ALGORITHM,
             tsig_key_file=tsig_file,
             unbound_port=unbound_port,
+            https_port=https_port,
             pebble_root_pem=d / "pebble-root.pem",
             pebble_intermediate_pem=d / "pebble-intermediate.pem",
             https_ca_pem=https_ca,
@@ -321,6 +326,32 @@ class Lab:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(config_file.render(settings, overrides))
         return path
+
+    def start_nginx(self, cert: Path, key: Path, webroot: Path | None = None) -> int:
+        """(Re)start nginx serving ``webroot`` over HTTPS with ``cert`` (full chain) and ``key``.
+
+        Returns the port (``info.https_port``). Restarting picks up a new certificate.
+        """
+        info, daemons = self._load()
+        if info is None:
+            raise LabError(f"no lab is up in {self.dir}")
+        self.stop_nginx()
+        root = Path(webroot or info.dir / "webroot")
+        conf = nginx.write_config(self.dir / "nginx", self.dir / "logs", info.https_port,
+                                  Path(cert), Path(key), root)
+        daemon, popen = spawn("nginx", nginx.argv(conf), self.dir / "logs" / "nginx.log",
+                              cwd=self.dir)
+        self._popens["nginx"] = popen
+        daemons["nginx"] = daemon
+        self._save(info, daemons)
+        wait_ready(daemon, lambda: nginx.listening(info.https_port), 10, "HTTPS port")
+        return info.https_port
+
+    def stop_nginx(self) -> None:
+        info, daemons = self._load()
+        if "nginx" in daemons:
+            stop(daemons.pop("nginx"), self._popens.pop("nginx", None))
+            self._save(info, daemons)
 
     @contextlib.contextmanager
     def serve_webroot(self, webroot: Path | None = None) -> Iterator[WebrootServer]:

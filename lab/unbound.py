@@ -16,7 +16,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from lab.bind import PLAIN_ZONE, ZONE
+from lab.bind import BOGUS_CHILD, INSECURE_CHILD, PLAIN_ZONE, ZONE
 from lab.procs import LabError
 
 
@@ -26,7 +26,7 @@ def write_config(unbound_dir: Path, port: int, bind_port: int, ds_records: list[
     anchor.write_text("\n".join(ds_records) + "\n")
     stubs = "".join(
         f'stub-zone:\n    name: "{zone}"\n    stub-addr: 127.0.0.1@{bind_port}\n'
-        for zone in (ZONE, PLAIN_ZONE, ".")
+        for zone in (ZONE, INSECURE_CHILD, BOGUS_CHILD, PLAIN_ZONE, ".")
     )
     conf = unbound_dir / "unbound.conf"
     conf.write_text(
