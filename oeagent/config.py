@@ -7,6 +7,7 @@ operator fixes a config in one pass. Secrets are not in the TOML; see ``oeagent.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable
@@ -102,6 +103,48 @@ class PlutoConfig:
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    resolver: str = "127.0.0.1"
+    """The validating resolver discovery asks (DO set); its AD bit counts only if trusted."""
+    resolver_port: int = 53
+    resolver_trusted: bool = False
+    """Trust AD from a resolver that is not on loopback (only over a protected channel)."""
+    dns_timeout: float = 3.0
+    https: bool = True
+    """Fall back to https://<name>/.well-known/oe-ipsec when DNS gives no signed advertisement."""
+    https_port: int = 443
+    """Only test labs change this: the well-known document is always on 443 in real use."""
+    https_ca_bundle: Path | None = None
+    """PEM roots for the HTTPS fallback (default: the system store)."""
+    https_timeout: float = 5.0
+    concurrency: int = 8
+    min_cache: int = 300
+    max_cache: int = 86_400
+    """Bounds on how long a DNS answer's TTL keeps an advertisement cached."""
+
+
+@dataclass(frozen=True)
+class StaticPeer:
+    fqdn: str
+    address: str
+    auth: str = "ecdsa"
+    mode: str = "enforce"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    private_or_clear: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    """Ranges that get NULL-authenticated OE (encrypt if the peer speaks IKE, else clear)."""
+    clear: tuple[str, ...] = ()
+    """Extra never-encrypt exceptions (the ACME CA and DNS servers are added automatically)."""
+    block: tuple[str, ...] = ()
+    peers: tuple[StaticPeer, ...] = ()
+    """Authenticated peers known from config rather than discovery."""
+    responder: bool = True
+    """When enrolled, authenticate this host with its certificate to NULL-auth clients."""
+
+
+@dataclass(frozen=True)
 class Config:
     host: HostConfig
     state_dir: Path = Path("/var/lib/oeagent")
@@ -111,6 +154,8 @@ class Config:
     challenge: ChallengeConfig = field(default_factory=ChallengeConfig)
     nss: NssConfig = field(default_factory=NssConfig)
     pluto: PlutoConfig = field(default_factory=PlutoConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     source: Path | None = None
 
 
@@ -426,6 +471,67 @@ def _build(reader: _Reader) -> Config | None:
         challenge=challenge,
         nss=nss,
         pluto=pluto,
+        discovery=_build_discovery(root.table("discovery")),
+        policy=_build_policy(root.table("policy")),
+    )
+
+
+def _build_discovery(t: _Table) -> DiscoveryConfig:
+    min_cache = t.integer("min_cache", 300, 60, 86_400)
+    max_cache = t.integer("max_cache", 86_400, 60, 31_557_600)
+    if max_cache < min_cache:
+        t.reader.problem(t.key_path("max_cache"), "must not be smaller than min_cache")
+    return DiscoveryConfig(
+        resolver=t.text("resolver", "127.0.0.1", names.normalize_ip),
+        resolver_port=t.integer("resolver_port", 53, 1, 65535),
+        resolver_trusted=t.boolean("resolver_trusted", False),
+        dns_timeout=t.number("dns_timeout", 3.0, 0.1, 60),
+        https=t.boolean("https", True),
+        https_port=t.integer("https_port", 443, 1, 65535),
+        https_ca_bundle=t.path_value("https_ca_bundle", None, must_exist=True),
+        https_timeout=t.number("https_timeout", 5.0, 0.1, 60),
+        concurrency=t.integer("concurrency", 8, 1, 64),
+        min_cache=min_cache,
+        max_cache=max_cache,
+    )
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a network in CIDR notation: {exc}") from None
+
+
+def _build_policy(t: _Table) -> PolicyConfig:
+    peers: list[StaticPeer] = []
+    peers_t = t.table("peers")
+    for key in list(peers_t.data):
+        where = peers_t.key_path(f'"{key}"')
+        try:
+            fqdn = names.normalize_fqdn(key)
+        except ValueError as exc:
+            t.reader.problem(where, str(exc))
+            peers_t.used.add(key)
+            continue
+        peer_t = peers_t.table(key)
+        peer_t.require("address", "the peer's IP address (right=)")
+        peers.append(StaticPeer(
+            fqdn=fqdn,
+            address=peer_t.text("address", "", names.normalize_ip),
+            auth=peer_t.choice("auth", "ecdsa", ("ecdsa", "rsasig")),
+            mode=peer_t.choice("mode", "enforce", ("enforce", "testing")),
+        ))
+    default_oe = ("0.0.0.0/0", "::/0")
+    return PolicyConfig(
+        private_or_clear=(
+            t.text_list("private_or_clear", _check_cidr) if "private_or_clear" in t.data
+            else default_oe
+        ),
+        clear=t.text_list("clear", _check_cidr),
+        block=t.text_list("block", _check_cidr),
+        peers=tuple(peers),
+        responder=t.boolean("responder", True),
     )
 
 

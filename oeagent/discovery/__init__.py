@@ -1,0 +1,138 @@
+"""``oeagent discover``: look peers up (concurrently), hold them to what they advertised.
+
+``discover`` is the action behind the command; ``refresh_due_peers`` is what the long-running
+agent calls on its schedule: it refreshes cached peers before their advertisements expire and
+says whether any decision changed, so the caller re-applies the policy only when needed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, TextIO
+
+from oeagent.config import Config
+from oeagent.discovery.cache import Decision, Entry, PeerCache
+from oeagent.discovery.lookup import Discoverer, Result
+from oeagent.errors import OeagentError
+from oeagent.state import StateDir
+
+__all__ = ["Decision", "PeerCache", "discover", "read_peer_file", "refresh_due_peers"]
+
+MAX_PEERS_FILE = 100_000
+
+
+def read_peer_file(path: Path) -> list[str]:
+    """Names or IPs, one a line; ``#`` comments and blank lines ignored, duplicates dropped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OeagentError(f"cannot read {path}: {exc}") from None
+    peers: list[str] = []
+    for line in lines:
+        item = line.split("#", 1)[0].strip()
+        if item and item not in peers:
+            peers.append(item)
+    if len(peers) > MAX_PEERS_FILE:
+        raise OeagentError(f"{path} lists more than {MAX_PEERS_FILE} peers")
+    return peers
+
+
+def lookup_all(
+    discoverer: Discoverer, peers: list[str], now: dt.datetime, concurrency: int,
+    on_result: Callable[[Result, int, int], None] | None = None,
+) -> list[Result]:
+    """Look every peer up with at most ``concurrency`` in flight; results in input order."""
+    results: dict[str, Result] = {}
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = {pool.submit(discoverer.lookup, peer, now): peer for peer in peers}
+        for done, future in enumerate(as_completed(futures), 1):
+            result = future.result()
+            results[futures[future]] = result
+            if on_result is not None:
+                on_result(result, done, len(peers))
+    return [results[p] for p in peers]
+
+
+
+def discover(
+    cfg: Config, peers: Iterable[str], *, as_json_lines: bool = False,
+    out: TextIO | None = None, now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Look ``peers`` up, update the cache, and report each peer's decision."""
+    now = now or dt.datetime.now(dt.UTC)
+    out = out or sys.stdout
+    peer_list = list(dict.fromkeys(peers))
+    progress = sys.stderr.isatty() and len(peer_list) > 1
+
+    def on_result(result: Result, done: int, total: int) -> None:
+        if progress:
+            sys.stderr.write(f"\r{done}/{total} looked up")
+            sys.stderr.flush()
+
+    results = lookup_all(Discoverer(cfg.discovery), peer_list, now, cfg.discovery.concurrency,
+                         on_result)
+    if progress:
+        sys.stderr.write("\n")
+    state = StateDir(cfg.state_dir)
+    changed = False
+    rows = []
+    with state.lock(cfg.lock_timeout):
+        cache = PeerCache(state)
+        for result in results:
+            entry, peer_changed = cache.update(result, now)
+            changed |= peer_changed
+            rows.append(row(result, entry, now))
+        cache.save()
+    for r in rows:
+        if as_json_lines:
+            out.write(json.dumps(r, sort_keys=True) + "\n")
+        else:
+            out.write(_text(r) + "\n")
+    out.flush()
+    return {"peers": len(rows), "changed": changed}
+
+
+def row(result: Result, entry: Entry, now: dt.datetime) -> dict[str, Any]:
+    decision = entry.effective(now)
+    ad = decision.advertisement
+    return {
+        **result.as_dict(),
+        "decision": ("authenticated-" + ad.mode) if ad and decision.authenticated else "null-oe",
+        "held": entry.held,
+        "held_until": decision.held_until.isoformat() if decision.held_until else None,
+    }
+
+
+def _text(r: dict[str, Any]) -> str:
+    why = f" ({'; '.join(r['reasons'])})" if r["reasons"] and r["status"] != "authenticated" else ""
+    via = f" via {r['source']}" if r["source"] else ""
+    held = f", held until {r['held_until']}" if r["held"] else ""
+    return f"{r['peer']}: {r['status']}{via} -> {r['decision']}{held}{why}"
+
+
+def refresh_due_peers(cfg: Config, now: dt.datetime | None = None) -> bool:
+    """Refresh cached peers that are due; True when any policy decision changed.
+
+    For ``oeagent run``: call it on a schedule (every few minutes is plenty); when it returns
+    True, re-apply the policy (``oeagent.policy.apply``). Takes the state lock while it
+    updates the cache; lookups happen outside it.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    state = StateDir(cfg.state_dir)
+    with state.lock(cfg.lock_timeout):
+        due = PeerCache(state).due(now, dt.timedelta(seconds=cfg.discovery.min_cache))
+    if not due:
+        return False
+    results = lookup_all(Discoverer(cfg.discovery), due, now, cfg.discovery.concurrency)
+    changed = False
+    with state.lock(cfg.lock_timeout):
+        cache = PeerCache(state)
+        for result in results:
+            changed |= cache.update(result, now)[1]
+        cache.save()
+    return changed

@@ -1,0 +1,148 @@
+"""What oeagent holds each peer to, persisted in ``STATE/peers.json``: MTA-STS semantics.
+
+A valid advertisement is held until it expires (HTTPS: max_age and the document's expiry;
+DNS: the TTL, bounded by discovery.min_cache/max_cache). While an enforce or testing
+advertisement is held, a lookup that finds nothing, something broken, a bogus answer or no
+answer at all does NOT release the peer: an attacker who can block DNS or HTTPS must not be
+able to downgrade it. Only a validly published ``mode=none`` or the expiry releases it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from oeagent.advertisement import Advertisement
+from oeagent.discovery.lookup import Result
+from oeagent.state import StateDir
+
+FILE = "peers.json"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy does for one peer: authenticated OE (with what) or nothing special."""
+
+    peer: str
+    fqdn: str | None
+    advertisement: Advertisement | None
+    held_until: dt.datetime | None
+    addresses: tuple[str, ...]
+
+    @property
+    def authenticated(self) -> bool:
+        return self.advertisement is not None and self.advertisement.mode != "none"
+
+    def key(self) -> tuple[Any, ...]:
+        """What the generated policy depends on; a change here means re-apply the policy."""
+        if not self.authenticated:
+            return ("clear-or-null",)
+        ad = self.advertisement
+        assert ad is not None
+        return (self.fqdn, ad.mode, ad.auth, ad.pins, self.addresses)
+
+
+@dataclass(frozen=True)
+class Entry:
+    decision: Decision
+    last_status: str
+    checked_at: dt.datetime
+    reasons: tuple[str, ...]
+    held: bool
+    """True when this decision comes from the cache despite a failed or empty lookup."""
+
+    def effective(self, now: dt.datetime) -> Decision:
+        d = self.decision
+        if d.held_until is not None and d.held_until <= now:
+            return Decision(d.peer, d.fqdn, None, None, d.addresses)
+        return d
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.decision
+        ad = d.advertisement
+        return {
+            "peer": d.peer, "fqdn": d.fqdn, "addresses": list(d.addresses),
+            "advertisement": {**ad.__dict__, "pins": list(ad.pins),
+                              "addresses": list(ad.addresses),
+                              "ike_ports": list(ad.ike_ports)} if ad else None,
+            "held_until": d.held_until.isoformat() if d.held_until else None,
+            "last_status": self.last_status, "checked_at": self.checked_at.isoformat(),
+            "reasons": list(self.reasons), "held": self.held,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Entry:
+        ad_raw = raw.get("advertisement")
+        ad = None
+        if ad_raw:
+            ad = Advertisement(**{**ad_raw, "pins": tuple(ad_raw["pins"]),
+                                  "addresses": tuple(ad_raw["addresses"]),
+                                  "ike_ports": tuple(ad_raw["ike_ports"])})
+        held_until = raw.get("held_until")
+        decision = Decision(raw["peer"], raw.get("fqdn"), ad,
+                            dt.datetime.fromisoformat(held_until) if held_until else None,
+                            tuple(raw.get("addresses", ())))
+        return cls(decision, raw["last_status"], dt.datetime.fromisoformat(raw["checked_at"]),
+                   tuple(raw.get("reasons", ())), bool(raw.get("held")))
+
+
+def merge(old: Entry | None, result: Result, now: dt.datetime) -> Entry:
+    """The new entry for a peer after ``result``; the heart of no-downgrade."""
+    reasons = tuple(result.reasons)
+    if result.status == "authenticated" or result.released:
+        decision = Decision(result.peer, result.fqdn, result.advertisement, result.expires,
+                            result.addresses)
+        return Entry(decision, result.status, now, reasons, held=False)
+    if old is not None:
+        kept = old.effective(now)
+        if kept.authenticated:
+            note = f"kept the {kept.advertisement.mode} advertisement until "  # type: ignore[union-attr]
+            note += f"{kept.held_until.isoformat() if kept.held_until else '?'}"
+            return Entry(kept, result.status, now, (*reasons, note), held=True)
+    decision = Decision(result.peer, result.fqdn, None, None, result.addresses)
+    return Entry(decision, result.status, now, reasons, held=False)
+
+
+class PeerCache:
+    """Load, update and save ``STATE/peers.json`` (callers hold the state lock)."""
+
+    def __init__(self, state: StateDir) -> None:
+        self.state = state
+        self.path = state.root / FILE
+        raw = state.read_json(self.path) or {"version": VERSION, "peers": {}}
+        self.entries: dict[str, Entry] = {
+            peer: Entry.from_json(entry) for peer, entry in raw.get("peers", {}).items()
+        }
+
+    def update(self, result: Result, now: dt.datetime) -> tuple[Entry, bool]:
+        """Merge ``result``; return the new entry and whether the policy must change."""
+        old = self.entries.get(result.peer)
+        new = merge(old, result, now)
+        before = old.effective(now).key() if old else ("clear-or-null",)
+        self.entries[result.peer] = new
+        return new, new.effective(now).key() != before
+
+    def decisions(self, now: dt.datetime) -> list[Decision]:
+        return [e.effective(now) for _, e in sorted(self.entries.items())]
+
+    def due(self, now: dt.datetime, retry: dt.timedelta) -> list[str]:
+        """Peers to look up again: a held advertisement in its last quarter (or last hour),
+        or no advertisement and the last check older than ``retry``."""
+        out = []
+        for peer, entry in self.entries.items():
+            until = entry.decision.held_until
+            if until is not None and entry.decision.authenticated:
+                margin = min((until - entry.checked_at) / 4, dt.timedelta(hours=1))
+                if until - now <= margin:
+                    out.append(peer)
+            elif now - entry.checked_at >= retry:
+                out.append(peer)
+        return sorted(out)
+
+    def save(self) -> None:
+        self.state.write_json(self.path, {
+            "version": VERSION,
+            "peers": {peer: e.to_json() for peer, e in sorted(self.entries.items())},
+        })

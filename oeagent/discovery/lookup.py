@@ -1,0 +1,263 @@
+"""Discover one peer: signed DNS first, then the well-known HTTPS document; classify precisely.
+
+Outcomes (``Result.status``):
+
+- ``authenticated``: a valid advertisement in mode enforce or testing, from DNSSEC-secure
+  records or a PKIX-validated HTTPS document;
+- ``none``: validated proof that nothing is published, an unsigned zone with nothing usable,
+  or a validly published ``mode=none``;
+- ``bogus``: DNSSEC validation failed (SERVFAIL with a DNSSEC Extended DNS Error);
+- ``unreachable``: the resolver or the name's servers did not answer;
+- ``invalid``: something was published but failed the checks (each reason is kept).
+
+Bogus, unreachable and invalid are never "none": the cache keeps an unexpired enforce
+advertisement through them (``oeagent.discovery.cache``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import dns.name
+import dns.reversename
+
+from oeagent import names
+from oeagent.advertisement import (
+    Advertisement,
+    AdvertisementError,
+    TxtSignal,
+    parse_document,
+    parse_txt,
+)
+from oeagent.config import DiscoveryConfig
+from oeagent.discovery import records, wellknown
+from oeagent.discovery.dnsquery import Answer, Resolver, Security, query
+
+STATUSES = ("authenticated", "none", "bogus", "unreachable", "invalid")
+_MAX_ADDRESSES = 4  # HTTPS attempts per peer; more only makes a hostile name slower
+
+
+@dataclass
+class Result:
+    peer: str
+    fqdn: str | None = None
+    status: str = "none"
+    source: str = ""
+    advertisement: Advertisement | None = None
+    expires: dt.datetime | None = None
+    """Until when ``advertisement`` may be relied on (cache lifetime)."""
+    addresses: tuple[str, ...] = ()
+    reasons: list[str] = field(default_factory=list)
+    txt_id: str | None = None
+
+    @property
+    def released(self) -> bool:
+        """A validly published ``mode=none``: the peer withdrew its promise."""
+        return self.advertisement is not None and self.advertisement.mode == "none"
+
+    def as_dict(self) -> dict[str, Any]:
+        ad = self.advertisement
+        return {
+            "peer": self.peer, "fqdn": self.fqdn, "status": self.status,
+            "source": self.source or None, "mode": ad.mode if ad else None,
+            "auth": ad.auth if ad else None, "pins": list(ad.pins) if ad else [],
+            "addresses": list(self.addresses),
+            "expires": self.expires.isoformat() if self.expires else None,
+            "reasons": self.reasons,
+        }
+
+
+class Discoverer:
+    def __init__(self, cfg: DiscoveryConfig) -> None:
+        self.cfg = cfg
+        self.resolver = Resolver(cfg.resolver, cfg.resolver_port, cfg.dns_timeout,
+                                 cfg.resolver_trusted)
+        self.tls = wellknown.tls_context(cfg.https_ca_bundle) if cfg.https else None
+
+    def lookup(self, peer: str, now: dt.datetime) -> Result:
+        try:
+            address = names.normalize_ip(peer)
+        except ValueError:
+            address = None
+        if address is None:
+            try:
+                fqdn = names.normalize_fqdn(peer)
+            except ValueError as exc:
+                return Result(peer, status="invalid", reasons=[f"not a name or address: {exc}"])
+            return self._lookup_name(Result(peer, fqdn), now, reverse=None)
+        return self._lookup_address(Result(address), address, now)
+
+    def _lookup_address(self, result: Result, address: str, now: dt.datetime) -> Result:
+        """Reverse lookup, then the forward name must map back to ``address``, both secure:
+        an identity bound to an address through forgeable DNS would name the forger."""
+        reverse = dns.reversename.from_address(address)
+        ptr = query(self.resolver, reverse, "PTR")
+        if ptr.security in (Security.BOGUS, Security.UNREACHABLE):
+            return _fail(result, ptr)
+        if ptr.security is not Security.SECURE or ptr.empty:
+            result.reasons.append(f"{reverse}: no DNSSEC-signed PTR; no identity to bind")
+            return result
+        assert ptr.rrset is not None
+        for rdata in ptr.rrset:
+            try:
+                candidate = names.normalize_fqdn(str(rdata.target))
+            except ValueError as exc:
+                result.reasons.append(f"{reverse}: PTR ignored: {exc}")
+                continue
+            forward = self._addresses(candidate, result, secure_only=True)
+            if address in forward:
+                result.fqdn = candidate
+                return self._lookup_name(result, now, reverse=reverse)
+            result.reasons.append(f"{candidate} does not map back to {address} (signed)")
+        return result
+
+    def _addresses(self, fqdn: str, result: Result, secure_only: bool = False) -> list[str]:
+        found: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            answer = query(self.resolver, f"{fqdn}.", rdtype)
+            if answer.rrset is None or (secure_only and answer.security is not Security.SECURE):
+                if answer.security in (Security.BOGUS, Security.UNREACHABLE):
+                    result.reasons.append(answer.reason)
+                continue
+            for rdata in answer.rrset:
+                address = names.normalize_ip(rdata.address)
+                if not ipaddress.ip_address(address).is_unspecified:
+                    found.append(address)
+        return found
+
+    def _lookup_name(self, result: Result, now: dt.datetime, reverse: dns.name.Name | None
+                     ) -> Result:
+        fqdn = result.fqdn
+        assert fqdn is not None
+        if not result.addresses:
+            result.addresses = tuple(self._addresses(fqdn, result))
+        dns_failure = self._from_dns(result, fqdn, reverse, now)
+        if result.advertisement is not None:
+            return result
+        if self.tls is not None:
+            self._from_https(result, fqdn, now)
+            if result.advertisement is not None:
+                return result
+        if dns_failure is not None:
+            result.status = dns_failure
+        return result
+
+    def _from_dns(self, result: Result, fqdn: str, reverse: dns.name.Name | None,
+                  now: dt.datetime) -> str | None:
+        """Fill ``result`` from signed records; return a failure status, or None."""
+        txt = query(self.resolver, records.txt_name(fqdn), "TXT")
+        if txt.security in (Security.BOGUS, Security.UNREACHABLE):
+            result.reasons.append(txt.reason)
+            return str(txt.security.value)
+        if txt.empty:
+            proof = "validated" if txt.security is Security.SECURE else "unsigned zone"
+            result.reasons.append(f"DNS: no _oe record ({proof})")
+            return None
+        if txt.security is not Security.SECURE:
+            result.reasons.append("DNS: _oe record is not DNSSEC-signed; ignored")
+            return None
+        try:
+            signal = _txt_signal(txt)
+            result.txt_id = signal.id
+            if signal.mode == "none":
+                advert = Advertisement(fqdn, "ecdsa", (), "none", self._ttl([txt]))
+                self._accept(result, advert, "dns", now)
+                return None
+            tlsa = [query(self.resolver, records.tlsa_name(fqdn, p), "TLSA") for p in (500, 4500)]
+            key = query(self.resolver, f"{fqdn}.", "IPSECKEY")
+            if key.empty and reverse is not None:
+                key = query(self.resolver, reverse, "IPSECKEY")  # RFC 4025 reverse tree
+            for answer in (*tlsa, key):
+                if answer.security in (Security.BOGUS, Security.UNREACHABLE):
+                    result.reasons.append(answer.reason)
+                    return str(answer.security.value)
+            auth, pins, ports = _keys_from(tlsa, key)
+            advert = Advertisement(fqdn, auth, pins, signal.mode, self._ttl([txt, *tlsa, key]),
+                                   result.addresses, ports)
+        except AdvertisementError as exc:
+            result.reasons.append(f"DNS: {exc}")
+            return "invalid"
+        self._accept(result, advert, "dns", now)
+        return None
+
+    def _ttl(self, answers: list[Answer]) -> int:
+        ttls = [a.ttl for a in answers if a.rrset is not None]
+        return max(self.cfg.min_cache, min([*ttls, self.cfg.max_cache]))
+
+    def _accept(self, result: Result, advert: Advertisement, source: str, now: dt.datetime,
+                expires: dt.datetime | None = None) -> None:
+        result.advertisement = advert
+        result.source = source
+        result.status = "none" if advert.mode == "none" else "authenticated"
+        lifetime = now + dt.timedelta(seconds=advert.max_age)
+        result.expires = min(lifetime, expires) if expires else lifetime
+        if advert.addresses:
+            result.addresses = advert.addresses
+
+    def _from_https(self, result: Result, fqdn: str, now: dt.datetime) -> None:
+        assert self.tls is not None
+        if not result.addresses:
+            result.reasons.append("HTTPS: the name has no address")
+            return
+        for address in result.addresses[:_MAX_ADDRESSES]:
+            got = wellknown.fetch(fqdn, address, port=self.cfg.https_port, context=self.tls,
+                                  timeout=self.cfg.https_timeout)
+            if got.body is None:
+                result.reasons.append(f"HTTPS: {got.reason}")
+                if got.absent:
+                    continue
+                result.status = "invalid"
+                return
+            try:
+                advert, expires = parse_document(got.body, fqdn, now)
+            except AdvertisementError as exc:
+                result.reasons.append(f"HTTPS: {exc}")
+                result.status = "invalid"
+                return
+            self._accept(result, advert, "https", now, expires=expires)
+            return
+
+
+def _fail(result: Result, answer: Answer) -> Result:
+    result.status = answer.security.value
+    result.reasons.append(answer.reason)
+    return result
+
+
+def _txt_signal(txt: Answer) -> TxtSignal:
+    assert txt.rrset is not None
+    texts = [b"".join(r.strings).decode("utf-8", "replace") for r in txt.rrset]
+    ours = [t for t in texts if t.startswith("v=OE")]
+    if len(ours) != 1:
+        raise AdvertisementError(f"expected one v=OE1 TXT record at _oe, found {len(ours)}")
+    return parse_txt(ours[0])
+
+
+def _keys_from(tlsa: list[Answer], key: Answer) -> tuple[str, tuple[str, ...], tuple[int, ...]]:
+    """Pins from the TLSA records, auth from the IPSECKEY, which must be one of the pins."""
+    pins: list[str] = []
+    ports: list[int] = []
+    for port, answer in zip((500, 4500), tlsa, strict=True):
+        if answer.rrset is None:
+            continue
+        if answer.security is not Security.SECURE:
+            raise AdvertisementError(f"TLSA at _{port}._udp is not DNSSEC-signed")
+        ports.append(port)
+        for rdata in answer.rrset:
+            pin = records.tlsa_pin(rdata)
+            if pin is not None and pin not in pins:
+                pins.append(pin)
+    if not pins:
+        raise AdvertisementError("signed _oe record but no TLSA 3 1 1 pin at _500/_4500._udp")
+    if key.rrset is None or key.security is not Security.SECURE:
+        raise AdvertisementError("signed _oe record but no DNSSEC-signed IPSECKEY")
+    found = [records.ipseckey_public(r) for r in key.rrset]
+    pinned = [(auth, pin) for auth, pin in found if pin in pins]
+    if not pinned:
+        raise AdvertisementError("no IPSECKEY key matches a TLSA pin")
+    auth, current = pinned[0]
+    ordered = (current, *(p for p in pins if p != current))[: 8]
+    return auth, ordered, tuple(ports)

@@ -1,0 +1,92 @@
+"""The DNS form of an advertisement: owner names, record builders, and strict readers.
+
+oeagent's convention (README "Advertisement formats"): TLSA ``3 1 1 <SPKI SHA-256>`` at
+``_500._udp.<fqdn>`` and ``_4500._udp.<fqdn>``, one per pinned key; IPSECKEY ``10 0 3 .
+<X||Y>`` (ECDSA P-256, RFC 6605) or algorithm 2 (RSA, RFC 3110) at ``<fqdn>``; and the TXT
+``_oe.<fqdn>`` from the advertisement model. The builders are what a publisher puts out; the
+readers turn hostile record data back into pins and an auth method, or raise.
+"""
+
+from __future__ import annotations
+
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TLSA
+import dns.rdtypes.IN.IPSECKEY
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from oeagent import keys
+from oeagent.advertisement import TXT_LABEL, AdvertisementError
+
+IPSECKEY_ECDSA = 3
+IPSECKEY_RSA = 2
+AUTH_BY_ALGORITHM = {IPSECKEY_ECDSA: "ecdsa", IPSECKEY_RSA: "rsasig"}
+
+
+def txt_name(fqdn: str) -> dns.name.Name:
+    return dns.name.from_text(f"{TXT_LABEL}.{fqdn}.")
+
+
+def tlsa_name(fqdn: str, port: int) -> dns.name.Name:
+    return dns.name.from_text(f"_{port}._udp.{fqdn}.")
+
+
+def tlsa_rdata(pin: str) -> dns.rdtypes.ANY.TLSA.TLSA:
+    return dns.rdtypes.ANY.TLSA.TLSA(  # type: ignore[no-untyped-call]
+        dns.rdataclass.IN, dns.rdatatype.TLSA, 3, 1, 1, bytes.fromhex(pin)
+    )
+
+
+def ipseckey_rdata(public: keys.PublicKey) -> dns.rdtypes.IN.IPSECKEY.IPSECKEY:
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        numbers = public.public_numbers()
+        blob = numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
+        algorithm = IPSECKEY_ECDSA
+    else:
+        numbers_rsa = public.public_numbers()
+        exponent = numbers_rsa.e.to_bytes((numbers_rsa.e.bit_length() + 7) // 8, "big")
+        modulus = numbers_rsa.n.to_bytes((numbers_rsa.n.bit_length() + 7) // 8, "big")
+        blob = bytes([len(exponent)]) + exponent + modulus
+        algorithm = IPSECKEY_RSA
+    return dns.rdtypes.IN.IPSECKEY.IPSECKEY(  # type: ignore[no-untyped-call]
+        dns.rdataclass.IN, dns.rdatatype.IPSECKEY, 10, 0, algorithm, ".", blob
+    )
+
+
+def tlsa_pin(rdata: dns.rdtypes.ANY.TLSA.TLSA) -> str | None:
+    """The SPKI SHA-256 pin of a ``3 1 1`` record; None for any other usage (ignored)."""
+    if (rdata.usage, rdata.selector, rdata.mtype) != (3, 1, 1) or len(rdata.cert) != 32:
+        return None
+    return rdata.cert.hex()
+
+
+def ipseckey_public(rdata: dns.rdtypes.IN.IPSECKEY.IPSECKEY) -> tuple[str, str]:
+    """(auth method, SPKI pin) of an IPSECKEY with gateway type 0, or AdvertisementError."""
+    if rdata.gateway_type != 0:
+        raise AdvertisementError("IPSECKEY names a gateway; oeagent expects gateway type 0")
+    key = rdata.key
+    public: keys.PublicKey
+    try:
+        if rdata.algorithm == IPSECKEY_ECDSA:
+            if len(key) != 64:
+                raise AdvertisementError("IPSECKEY ECDSA key is not 64 bytes (P-256 X||Y)")
+            public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + key)
+        elif rdata.algorithm == IPSECKEY_RSA:
+            if not key:
+                raise AdvertisementError("IPSECKEY RSA key is empty")
+            if key[0]:
+                elen, rest = key[0], key[1:]
+            else:
+                elen, rest = int.from_bytes(key[1:3], "big"), key[3:]
+            exponent, modulus = rest[:elen], rest[elen:]
+            if not exponent or len(modulus) < 256:
+                raise AdvertisementError("IPSECKEY RSA key is malformed or shorter than 2048 bits")
+            public = rsa.RSAPublicNumbers(
+                int.from_bytes(exponent, "big"), int.from_bytes(modulus, "big")
+            ).public_key()
+        else:
+            raise AdvertisementError(f"IPSECKEY algorithm {rdata.algorithm} is not 2 or 3")
+    except ValueError as exc:
+        raise AdvertisementError(f"IPSECKEY key does not decode: {exc}") from None
+    return AUTH_BY_ALGORITHM[rdata.algorithm], keys.spki_sha256(public)

@@ -1,0 +1,220 @@
+"""Discovery against the real lab: signed, unsigned, bogus and unreachable DNS; real nginx."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import Lab
+from oeagent import config as config_module
+from oeagent.config import Config
+from oeagent.discovery import discover, read_peer_file, refresh_due_peers
+from oeagent.discovery.cache import PeerCache
+from oeagent.discovery.lookup import Discoverer, Result
+from oeagent.state import StateDir
+from tests.integration import oe_peers
+from tests.integration.oe_peers import ScratchCA, new_advert, publish_dns, unique, write_document
+
+pytestmark = pytest.mark.lab
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def discovery_config(make_lab_config: Callable[..., Path], lab: Lab, ca: Path | None,
+                     **extra: Any) -> Config:
+    info = lab.info
+    settings: dict[str, Any] = {
+        "resolver": "127.0.0.1", "resolver_port": info.unbound_port, "dns_timeout": 1,
+        "https_port": info.https_port, "https_timeout": 2, "min_cache": 60,
+        **extra,
+    }
+    if ca is not None:
+        settings["https_ca_bundle"] = str(ca)
+    return config_module.load(make_lab_config({"discovery": settings}))
+
+
+@pytest.fixture
+def test_ca(tmp_path: Path) -> ScratchCA:
+    return ScratchCA.create(tmp_path / "ca")
+
+
+@pytest.fixture
+def nginx(lab: Lab) -> Iterator[Callable[[Path, Path, Path], None]]:
+    def start(chain: Path, key: Path, webroot: Path) -> None:
+        lab.start_nginx(chain, key, webroot)
+
+    yield start
+    lab.stop_nginx()
+
+
+def test_signed_advertisement_is_authenticated(lab: Lab, make_lab_config: Callable[..., Path]) -> None:
+    cfg = discovery_config(make_lab_config, lab, None, https=False)
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key, ttl=30)
+    result = Discoverer(cfg.discovery).lookup(ad.fqdn, NOW)
+    assert result.status == "authenticated", result.reasons
+    assert result.source == "dns" and result.advertisement is not None
+    assert result.advertisement.pins == ad.pins and result.advertisement.auth == "ecdsa"
+    assert result.addresses == ("127.0.0.1",)
+    assert result.txt_id == ad.id
+    # DNS: cached for the TTL, raised to min_cache.
+    assert result.expires == NOW + dt.timedelta(seconds=60)
+
+
+def test_signed_zone_without_advertisement_is_none(lab: Lab, make_lab_config: Callable[..., Path]) -> None:
+    cfg = discovery_config(make_lab_config, lab, None)
+    result = Discoverer(cfg.discovery).lookup(unique(), NOW)
+    assert result.status == "none"
+    assert "DNS: no _oe record (validated)" in result.reasons
+    assert any("cannot connect" in r for r in result.reasons)  # nothing on the HTTPS port
+
+
+def test_broken_signed_advertisement_is_invalid(lab: Lab, make_lab_config: Callable[..., Path]) -> None:
+    cfg = discovery_config(make_lab_config, lab, None, https=False)
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key, tlsa=False)
+    result = Discoverer(cfg.discovery).lookup(ad.fqdn, NOW)
+    assert result.status == "invalid"
+    assert any("no TLSA 3 1 1 pin" in r for r in result.reasons)
+    other, _ = new_advert(unique())
+    publish_dns(lab, other, key)  # the IPSECKEY's key is not the pinned one
+    result = Discoverer(cfg.discovery).lookup(other.fqdn, NOW)
+    assert result.status == "invalid" and any("matches a TLSA pin" in r for r in result.reasons), result.reasons
+
+
+def test_unsigned_advertisement_is_not_trusted(lab: Lab, make_lab_config: Callable[..., Path]) -> None:
+    cfg = discovery_config(make_lab_config, lab, None, https=False)
+    ad, key = new_advert(unique("insecure.oe.test"))
+    publish_dns(lab, ad, key, zone="insecure.oe.test")
+    result = Discoverer(cfg.discovery).lookup(ad.fqdn, NOW)
+    assert result.status == "none"
+    assert "DNS: _oe record is not DNSSEC-signed; ignored" in result.reasons
+
+
+def test_ad_bit_not_trusted_from_a_non_loopback_resolver() -> None:
+    from oeagent.discovery.dnsquery import Resolver
+
+    assert Resolver("127.0.0.53").ad_trusted and Resolver("::1").ad_trusted
+    assert not Resolver("192.0.2.53").ad_trusted
+    assert Resolver("192.0.2.53", trusted=True).ad_trusted
+
+
+def test_bogus_and_unreachable(lab: Lab, make_lab_config: Callable[..., Path]) -> None:
+    cfg = discovery_config(make_lab_config, lab, None)
+    bogus = Discoverer(cfg.discovery).lookup("host.bogus.oe.test", NOW)
+    assert bogus.status == "bogus"
+    assert any("DNSSEC validation failed (EDE" in r for r in bogus.reasons)
+    started = time.monotonic()
+    lame = Discoverer(cfg.discovery).lookup("host.lame.oe.test", NOW)
+    assert lame.status == "unreachable" and any("timed out" in r for r in lame.reasons)
+    assert time.monotonic() - started < 8
+
+
+def test_https_document_from_an_enrolled_peer(
+    lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path,
+    nginx: Callable[[Path, Path, Path], None],
+) -> None:
+    """An unsigned delegation, a certificate oeagent enrolled from Pebble, nginx serving it."""
+    from oeagent.enroll import enroll
+    from oeagent.report import NullReporter
+
+    fqdn = unique("insecure.oe.test")
+    server = config_module.load(make_lab_config({"host.names": [fqdn]}, name="server.toml"))
+    serial = enroll(server, NullReporter()).certificate["serial"]  # type: ignore[index]
+    webroot = tmp_path / "www"
+    ad, _ = new_advert(fqdn, max_age=600)
+    write_document(webroot, ad, NOW + dt.timedelta(seconds=300))
+    nginx(server.state_dir / "certs" / serial / "fullchain.pem",
+          server.state_dir / "keys" / "current.pem", webroot)
+
+    cfg = discovery_config(make_lab_config, lab, lab.info.pebble_root_pem)
+    result = Discoverer(cfg.discovery).lookup(fqdn, NOW)
+    assert result.status == "authenticated" and result.source == "https", result.reasons
+    assert result.advertisement == ad
+    assert result.expires == NOW + dt.timedelta(seconds=300)  # the document's expiry wins
+
+    # Through the command path: persisted, and held through a missing document and a refused
+    # connection until max_age; mode=none releases it.
+    out = _discover_json(cfg, [fqdn], NOW)
+    assert out["decision"] == "authenticated-enforce" and not out["held"]
+    (webroot / ".well-known" / "oe-ipsec").unlink()
+    later = NOW + dt.timedelta(seconds=60)
+    out = _discover_json(cfg, [fqdn], later)
+    assert out["status"] == "none" and out["held"] and out["decision"] == "authenticated-enforce"
+    lab.stop_nginx()
+    out = _discover_json(cfg, [fqdn], later)
+    assert out["status"] == "none" and out["held"]
+    assert any("cannot connect" in r for r in out["reasons"])
+    # After the held advertisement expires, the peer is released.
+    out = _discover_json(cfg, [fqdn], NOW + dt.timedelta(seconds=301))
+    assert out["decision"] == "null-oe" and not out["held"]
+
+
+def _discover_json(cfg: Config, peers: list[str], now: dt.datetime) -> dict[str, Any]:
+    import io
+
+    buffer = io.StringIO()
+    discover(cfg, peers, as_json_lines=True, out=buffer, now=now)
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    return lines[0] if len(lines) == 1 else {"lines": lines}
+
+
+def test_no_downgrade_through_dns(lab: Lab, make_lab_config: Callable[..., Path]) -> None:
+    cfg = discovery_config(make_lab_config, lab, None, https=False)
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key, ttl=1)
+    assert _discover_json(cfg, [ad.fqdn], NOW)["decision"] == "authenticated-enforce"
+    oe_peers.withdraw_dns(lab, ad.fqdn)
+    out = _discover_json(cfg, [ad.fqdn], NOW + dt.timedelta(seconds=10))
+    assert out["status"] == "none" and out["held"]
+    # A bogus answer for a held peer does not release it either.
+    state = StateDir(cfg.state_dir)
+    cache = PeerCache(state)
+    held = Result("host.bogus.oe.test", "host.bogus.oe.test", "authenticated", "dns", ad,
+                  NOW + dt.timedelta(seconds=60), ("127.0.0.1",))
+    cache.update(held, NOW)
+    cache.save()
+    out = _discover_json(cfg, ["host.bogus.oe.test"], NOW + dt.timedelta(seconds=10))
+    assert out["status"] == "bogus" and out["held"] and out["decision"] == "authenticated-enforce"
+    # mode=none, validly published, releases at once.
+    released, _ = new_advert(ad.fqdn, mode="none")
+    publish_dns(lab, released, None, ttl=1)
+    out = _discover_json(cfg, [ad.fqdn], NOW + dt.timedelta(seconds=20))
+    assert out["status"] == "none" and out["mode"] == "none" and out["decision"] == "null-oe"
+
+
+def test_refresh_due_peers(lab: Lab, make_lab_config: Callable[..., Path]) -> None:
+    cfg = discovery_config(make_lab_config, lab, None, https=False)
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key, ttl=1)
+    _discover_json(cfg, [ad.fqdn], NOW)
+    assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=5)) is False  # not due yet
+    testing, _ = new_advert(ad.fqdn, mode="testing")
+    publish_dns(lab, dt_replace(testing, ad.pins), key, ttl=1)
+    assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=50)) is True  # mode changed
+    assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=51)) is False
+
+
+def dt_replace(ad: Any, pins: tuple[str, ...]) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(ad, pins=pins)
+
+
+def test_bulk_from_file_json_lines(lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path) -> None:
+    cfg = discovery_config(make_lab_config, lab, None, https=False, concurrency=4)
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key)
+    listing = tmp_path / "peers.txt"
+    listing.write_text(f"# peers\n{ad.fqdn}\n{unique()}\nhost.bogus.oe.test\n\nnot_a name\n{ad.fqdn}\n")
+    peers = read_peer_file(listing)
+    assert len(peers) == 4
+    out = _discover_json(cfg, peers, NOW)["lines"]
+    assert [line["status"] for line in out] == ["authenticated", "none", "bogus", "invalid"]
+    stored = json.loads((cfg.state_dir / "peers.json").read_text())
+    assert set(stored["peers"]) == set(peers)
