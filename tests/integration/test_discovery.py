@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -218,3 +221,90 @@ def test_bulk_from_file_json_lines(lab: Lab, make_lab_config: Callable[..., Path
     assert [line["status"] for line in out] == ["authenticated", "none", "bogus", "invalid"]
     stored = json.loads((cfg.state_dir / "peers.json").read_text())
     assert set(stored["peers"]) == set(peers)
+
+
+def test_hostile_https_documents_are_rejected_with_their_reason(
+    lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path, test_ca: ScratchCA,
+    nginx: Callable[[Path, Path, Path], None],
+) -> None:
+    fqdn = unique("insecure.oe.test")
+    cfg = discovery_config(make_lab_config, lab, test_ca.root_pem)
+    webroot = tmp_path / "www"
+    ad, _ = new_advert(fqdn)
+    good = ad.document(NOW + dt.timedelta(days=1))
+    chain, key, _ = test_ca.issue(fqdn)
+
+    def lookup() -> Result:
+        return Discoverer(cfg.discovery).lookup(fqdn, NOW)
+
+    def reject(body: bytes | None, reason: str) -> None:
+        path = webroot / ".well-known" / "oe-ipsec"
+        if body is None:  # a directory: nginx answers 301 to the slash-terminated URL
+            if path.exists():
+                path.unlink()
+            path.mkdir(parents=True)
+        else:
+            write_document(webroot, ad, body=body)
+        result = lookup()
+        assert result.status == "invalid", (reason, result)
+        assert any(reason in r for r in result.reasons), (reason, result.reasons)
+
+    write_document(webroot, ad)
+    nginx(chain, key, webroot)
+    assert lookup().status == "authenticated"
+    reject(None, "refusing to follow a redirect (301")
+    reject(b"x" * (10 * 1024 * 1024), "over the 65536-byte limit")
+    reject(b"{not json", "not valid JSON")
+    reject(json.dumps({**good, "max_age": "3600"}).encode(), "'max_age' has the wrong type")
+    reject(json.dumps({**good, "pins": "ab"}).encode(), "'pins' has the wrong type")
+    reject(json.dumps({**good, "max_age": -1}).encode(), "max_age -1 is outside")
+    reject(json.dumps({**good, "max_age": 10**12}).encode(), "is outside 60..31557600")
+    reject(json.dumps({**good, "fqdn": "other.oe.test"}).encode(), "not for")
+
+    other_chain, other_key, _ = test_ca.issue("other.oe.test")
+    write_document(webroot, ad)
+    nginx(other_chain, other_key, webroot)
+    result = lookup()
+    assert result.status == "invalid" and any("certificate rejected: Hostname mismatch" in r
+                                              for r in result.reasons), result.reasons
+    expired_chain, expired_key, _ = test_ca.issue(fqdn, expired=True)
+    nginx(expired_chain, expired_key, webroot)
+    result = lookup()
+    assert result.status == "invalid" and any("certificate has expired" in r
+                                              for r in result.reasons), result.reasons
+    lab.stop_nginx()
+
+    # Plain HTTP where HTTPS is expected: the TLS handshake fails.
+    with _plain_http_server(json.dumps(good).encode()) as port:
+        plain = discovery_config(make_lab_config, lab, test_ca.root_pem, https_port=port)
+        result = Discoverer(plain.discovery).lookup(fqdn, NOW)
+    assert result.status == "invalid" and any("TLS handshake failed" in r for r in result.reasons)
+    # The system store does not know the test CA (verification is never switched off).
+    system = discovery_config(make_lab_config, lab, None)
+    nginx(chain, key, webroot)
+    result = Discoverer(system.discovery).lookup(fqdn, NOW)
+    assert any("certificate rejected" in r for r in result.reasons), result.reasons
+
+
+@contextlib.contextmanager
+def _plain_http_server(body: bytes) -> Iterator[int]:
+    """Answer every connection on a loopback port with a plain-HTTP 200 and ``body``."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(5)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(5)
