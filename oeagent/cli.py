@@ -24,8 +24,6 @@ _NOT_BUILT_YET = {
     "run": "the long-running agent that renews, publishes and refreshes on a schedule",
     "status": "show what is enrolled, deployed and published, and when it renews",
     "publish": "advertise OE support in DNSSEC records and a well-known HTTPS document",
-    "discover": "find which peers advertise OE, trusting only DNSSEC or PKIX-validated HTTPS",
-    "policy": "write libreswan's OE policy: authenticated where advertised, NULL elsewhere",
     "unenroll": "withdraw advertisements, then remove the identity from NSS",
 }
 
@@ -79,10 +77,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what would be done; contact nobody, change nothing",
     )
 
+    discover = commands.add_parser(
+        "discover",
+        help="find which peers advertise OE, trusting only DNSSEC or PKIX-validated HTTPS",
+        description=(
+            "Look peers up (signed DNS records, then https://NAME/.well-known/oe-ipsec), "
+            "classify each as authenticated, none, bogus, unreachable or invalid, and hold "
+            "peers to unexpired enforce advertisements. Results are kept in the state directory."
+        ),
+    )
+    _global_options(discover, in_subcommand=True)
+    discover.add_argument("peers", nargs="*", metavar="PEER", help="host name or IP address")
+    discover.add_argument("--from-file", metavar="FILE",
+                          help="names or IPs, one a line ('#' comments); looked up concurrently")
+
+    policy = commands.add_parser(
+        "policy",
+        help="write libreswan's OE policy: authenticated where advertised, NULL elsewhere",
+        description=(
+            "Render oeagent.conf and the oeagent-* group files into the ipsec directory, "
+            "validate them, install atomically and reload pluto; restore the old files if "
+            "pluto refuses them."
+        ),
+    )
+    _global_options(policy, in_subcommand=True)
+    policy.add_argument("--dry-run", action="store_true", help="print the diff; change nothing")
+
     for name, summary in _NOT_BUILT_YET.items():
         sub = commands.add_parser(name, help=f"{summary} (not built yet)", description=summary)
         _global_options(sub, in_subcommand=True)
-        if name in ("renew", "publish", "policy", "unenroll"):
+        if name in ("renew", "publish", "unenroll"):
             sub.add_argument("--dry-run", action="store_true", help="change nothing")
         if name == "renew":
             sub.add_argument("--force", action="store_true", help="renew even if not due")
@@ -110,8 +134,36 @@ def _run_enroll(args: argparse.Namespace, reporter: Reporter) -> dict[str, objec
     return enroll(cfg, reporter, force=args.force, dry_run=args.dry_run).as_dict()
 
 
+def _run_discover(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from pathlib import Path
+
+    from oeagent import config as config_module
+    from oeagent.discovery import discover, read_peer_file
+
+    cfg = config_module.load(config_module.config_path_from(args.config))
+    peers = list(args.peers)
+    if args.from_file:
+        peers += read_peer_file(Path(args.from_file))
+    if not peers:
+        from oeagent.errors import OeagentError
+
+        raise OeagentError("name at least one PEER, or --from-file FILE")
+    # With --json every peer is one JSON line as soon as the batch is done, then the summary.
+    return discover(cfg, peers, as_json_lines=bool(args.json))
+
+
+def _run_policy(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent import config as config_module
+    from oeagent.policy import apply
+
+    cfg = config_module.load(config_module.config_path_from(args.config))
+    return apply(cfg, reporter, dry_run=args.dry_run)
+
+
 _ACTIONS: dict[str, Callable[[argparse.Namespace, Reporter], dict[str, object]]] = {
     "enroll": _run_enroll,
+    "discover": _run_discover,
+    "policy": _run_policy,
 }
 
 

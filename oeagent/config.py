@@ -133,15 +133,15 @@ class StaticPeer:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    private_or_clear: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    private_or_clear: tuple[str, ...] = ("0.0.0.0/0",)
     """Ranges that get NULL-authenticated OE (encrypt if the peer speaks IKE, else clear)."""
     clear: tuple[str, ...] = ()
     """Extra never-encrypt exceptions (the ACME CA and DNS servers are added automatically)."""
     block: tuple[str, ...] = ()
     peers: tuple[StaticPeer, ...] = ()
     """Authenticated peers known from config rather than discovery."""
-    responder: bool = True
-    """When enrolled, authenticate this host with its certificate to NULL-auth clients."""
+    responder: bool = False
+    """When enrolled, answer NULL-auth clients with the certificate (README "OE policy")."""
 
 
 @dataclass(frozen=True)
@@ -503,26 +503,22 @@ def _check_cidr(value: str) -> str:
         raise ValueError(f"{value!r} is not a network in CIDR notation: {exc}") from None
 
 
+def _check_peer(value: str) -> str:
+    """``"FQDN ADDRESS [ecdsa|rsasig] [enforce|testing]"``, normalized."""
+    parts = value.split()
+    if not 2 <= len(parts) <= 4:
+        raise ValueError(f"{value!r} is not 'FQDN ADDRESS [AUTH] [MODE]'")
+    fqdn, address = names.normalize_fqdn(parts[0]), names.normalize_ip(parts[1])
+    auth = parts[2] if len(parts) > 2 else "ecdsa"
+    mode = parts[3] if len(parts) > 3 else "enforce"
+    if auth not in ("ecdsa", "rsasig") or mode not in ("enforce", "testing"):
+        raise ValueError(f"{value!r}: auth must be ecdsa or rsasig, mode enforce or testing")
+    return f"{fqdn} {address} {auth} {mode}"
+
+
 def _build_policy(t: _Table) -> PolicyConfig:
-    peers: list[StaticPeer] = []
-    peers_t = t.table("peers")
-    for key in list(peers_t.data):
-        where = peers_t.key_path(f'"{key}"')
-        try:
-            fqdn = names.normalize_fqdn(key)
-        except ValueError as exc:
-            t.reader.problem(where, str(exc))
-            peers_t.used.add(key)
-            continue
-        peer_t = peers_t.table(key)
-        peer_t.require("address", "the peer's IP address (right=)")
-        peers.append(StaticPeer(
-            fqdn=fqdn,
-            address=peer_t.text("address", "", names.normalize_ip),
-            auth=peer_t.choice("auth", "ecdsa", ("ecdsa", "rsasig")),
-            mode=peer_t.choice("mode", "enforce", ("enforce", "testing")),
-        ))
-    default_oe = ("0.0.0.0/0", "::/0")
+    peers = tuple(StaticPeer(*entry.split()) for entry in t.text_list("peers", _check_peer))
+    default_oe = ("0.0.0.0/0",)  # IPv6 groups: not generated yet (README "OE policy")
     return PolicyConfig(
         private_or_clear=(
             t.text_list("private_or_clear", _check_cidr) if "private_or_clear" in t.data
@@ -530,8 +526,8 @@ def _build_policy(t: _Table) -> PolicyConfig:
         ),
         clear=t.text_list("clear", _check_cidr),
         block=t.text_list("block", _check_cidr),
-        peers=tuple(peers),
-        responder=t.boolean("responder", True),
+        peers=peers,
+        responder=t.boolean("responder", False),
     )
 
 

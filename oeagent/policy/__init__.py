@@ -1,0 +1,137 @@
+"""``oeagent policy``: write libreswan's OE policy and load it, or show the diff.
+
+Flow: desired policy (config + discovery cache + enrollment) -> own checks (groups, NSS
+nicknames) -> render from templates -> ``addconn --checkconfig`` -> diff -> (dry run stops
+here) -> back up the current files -> install atomically -> reload pluto -> on refusal,
+restore the backup and load it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import urllib.parse
+from typing import Any
+
+from oeagent import names
+from oeagent.config import Config
+from oeagent.discovery.cache import PeerCache
+from oeagent.discovery.dnsquery import Resolver, query
+from oeagent.nss import NssDatabase
+from oeagent.policy import install, model, render
+from oeagent.policy.install import PolicyError
+from oeagent.report import Reporter
+from oeagent.state import StateDir
+
+__all__ = ["PolicyError", "apply", "desired"]
+
+
+def _enrolled(cfg: Config, state: StateDir) -> model.Responder | None:
+    record = state.read_json(state.deployed_path) or {}
+    if record.get("database") != cfg.nss.database or record.get("nickname") != cfg.nss.nickname:
+        return None
+    auth = "ecdsa" if cfg.key.algorithm.startswith("ecdsa") else "rsasig"
+    return model.Responder(cfg.host.names[0], cfg.nss.nickname, auth)
+
+
+def _never_locked_out(cfg: Config, notes: list[str]) -> list[str]:
+    """Addresses that must stay reachable in clear; loopback needs no exception."""
+    addresses = [cfg.discovery.resolver, cfg.challenge.dns.server,
+                 *model.resolv_conf_servers()]
+    host = urllib.parse.urlsplit(cfg.acme.directory).hostname or ""
+    try:
+        addresses.append(names.normalize_ip(host))
+    except ValueError:
+        resolver = Resolver(cfg.discovery.resolver, cfg.discovery.resolver_port,
+                            cfg.discovery.dns_timeout, cfg.discovery.resolver_trusted)
+        found = False
+        for rdtype in ("A", "AAAA"):
+            answer = query(resolver, f"{host}.", rdtype)
+            for rdata in answer.rrset or []:
+                addresses.append(names.normalize_ip(rdata.address))
+                found = True
+        if not found:
+            notes.append(f"could not resolve the ACME CA {host}; add it to policy.clear")
+    return [a for a in dict.fromkeys(addresses) if not ipaddress.ip_address(a).is_loopback]
+
+
+def desired(cfg: Config, state: StateDir, now: dt.datetime) -> model.Policy:
+    notes: list[str] = []
+    responder = _enrolled(cfg, state) if cfg.policy.responder else None
+    with state.lock(cfg.lock_timeout):
+        decisions = PeerCache(state).decisions(now)
+    policy = model.build(
+        null_ranges=cfg.policy.private_or_clear, clear=cfg.policy.clear,
+        block=cfg.policy.block, never_locked_out=_never_locked_out(cfg, notes),
+        decisions=decisions,
+        static_peers=[(p.fqdn, p.address, p.auth, p.mode) for p in cfg.policy.peers],
+        responder=responder,
+    )
+    policy.notes[:0] = notes
+    return policy
+
+
+def check(cfg: Config, policy: model.Policy) -> None:
+    """oeagent's own checks, for what addconn does not notice."""
+    problems = model.group_conflicts(policy.groups)
+    if policy.responder is not None:
+        db = NssDatabase(cfg.nss.database, cfg.nss.password_file)
+        if not db.exists() or not db.certificates(policy.responder.nickname):
+            problems.append(f"leftcert={policy.responder.nickname} is not in {cfg.nss.database}")
+    if problems:
+        raise PolicyError("the policy fails oeagent's checks: " + "; ".join(problems))
+
+
+def apply(cfg: Config, reporter: Reporter, *, dry_run: bool = False,
+          now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or dt.datetime.now(dt.UTC)
+    state = StateDir(cfg.state_dir)
+    policy = desired(cfg, state, now)
+    for note in policy.notes:
+        reporter.step("note", note)
+    check(cfg, policy)
+    files = render.render(policy, now)
+    install.checkconfig(files)
+    ipsec_dir = cfg.pluto.ipsec_dir
+    current = install.read_current(ipsec_dir, list(files))
+    # The generation time changes every run; compare without it to decide "unchanged".
+    changed = _strip(current) != _strip(files)
+    summary = {
+        "peers": [p.fqdn + "=" + p.address + ":" + p.mode for p in policy.peers],
+        "responder": policy.responder is not None, "changed": changed,
+        "groups": {g: len(c) for g, c in policy.groups.items()},
+    }
+    reporter.step("check", "addconn --checkconfig and oeagent's checks passed")
+    if dry_run:
+        text = install.diff(current, files) if changed else ""
+        reporter.step("diff", text or "no change", diff=text)
+        return {**summary, "dry_run": True, "diff": text}
+    if not changed:
+        reporter.step("policy", f"{ipsec_dir} already holds this policy; nothing to do")
+        return summary
+    backup_dir = state.root / "policy-backup"
+    state.write_json(backup_dir / "files.json", {"files": current})
+    install.write_files(ipsec_dir, dict(files))
+    reporter.step("install", f"wrote {', '.join(sorted(files))} under {ipsec_dir}")
+    if not install.pluto_running(cfg.pluto.ctlsocket):
+        reporter.step("pluto", "pluto is not running; it loads the policy when it starts")
+        return summary
+    try:
+        install.load(cfg.pluto.ctlsocket, ipsec_dir, current.get(render.CONF), files[render.CONF])
+    except PolicyError as refused:
+        install.write_files(ipsec_dir, current)
+        try:
+            install.load(cfg.pluto.ctlsocket, ipsec_dir, files[render.CONF],
+                         current.get(render.CONF))
+        except PolicyError as again:
+            raise PolicyError(f"{refused}; restoring the previous policy failed too: {again}"
+                              ) from None
+        raise PolicyError(f"{refused}; the previous policy is restored and loaded") from None
+    reporter.step("pluto", "pluto loaded the new conns and reread the groups")
+    return summary
+
+
+def _strip(files: dict[str, str] | dict[str, str | None]) -> dict[str, str | None]:
+    return {name: (text.split("\n", 1)[1] if name == render.CONF and text else text)
+            for name, text in files.items()}
+

@@ -1,0 +1,230 @@
+"""oeagent policy: rendering, validation, dry run, install, and a real pluto in namespaces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
+
+from lab import Lab
+from oeagent import config as config_module
+from oeagent.advertisement import Advertisement
+from oeagent.discovery.cache import PeerCache
+from oeagent.discovery.lookup import Result
+from oeagent.policy import PolicyError, apply, render
+from oeagent.report import Reporter
+from oeagent.state import StateDir
+from tests.integration import netns
+from tests.integration.oe_peers import ScratchCA
+
+pytestmark = pytest.mark.lab
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def remember_peer(state_dir: Path, fqdn: str, address: str, mode: str = "enforce") -> None:
+    """Put a discovered, authenticated peer into the cache, as `oeagent discover` does."""
+    ad = Advertisement(fqdn, "ecdsa", ("ab" * 32,), mode, 3600)
+    state = StateDir(state_dir)
+    state.ensure()
+    cache = PeerCache(state)
+    cache.update(Result(fqdn, fqdn, "authenticated", "dns", ad, NOW + dt.timedelta(hours=1),
+                        (address,)), NOW)
+    cache.save()
+
+
+def test_policy_renders_checks_and_installs(make_lab_config: Callable[..., Path], tmp_path: Path) -> None:
+    cfg = config_module.load(make_lab_config({
+        "policy": {"clear": ["198.51.100.0/24"], "block": ["203.0.113.0/24"],
+                   "peers": ["static.oe.test 192.0.2.20 rsasig testing"]},
+    }))
+    remember_peer(cfg.state_dir, "db.oe.test", "192.0.2.10")
+    out = io.StringIO()
+    dry = apply(cfg, Reporter(stream=out), dry_run=True, now=NOW)
+    assert dry["changed"] and "+conn oeagent-peer-db_oe_test-1" in dry["diff"]
+    assert not cfg.pluto.ipsec_dir.exists() or not any(cfg.pluto.ipsec_dir.iterdir())
+    result = apply(cfg, Reporter(stream=out), now=NOW)
+    assert result["changed"] and sorted(result["peers"]) == [
+        "db.oe.test=192.0.2.10:enforce", "static.oe.test=192.0.2.20:testing"]
+    conf = (cfg.pluto.ipsec_dir / "oeagent.conf").read_text()
+    db = conf.split("conn oeagent-peer-db_oe_test-1", 1)[1].split("\nconn ", 1)[0]
+    assert "rightid=@db.oe.test" in db and "right=192.0.2.10" in db
+    assert "rightauth=ecdsa" in db and "failureshunt=drop" in db and "%fromcert" not in conf
+    static = conf.split("conn oeagent-peer-static_oe_test-1", 1)[1]
+    assert "rightauth=rsasig" in static and "failureshunt=passthrough" in static
+    groups = cfg.pluto.ipsec_dir / "policies"
+    assert "198.51.100.0/24" in (groups / "oeagent-clear").read_text()
+    assert "203.0.113.0/24" in (groups / "oeagent-block").read_text()
+    assert (groups / "oeagent-private-or-clear").read_text().splitlines()[1:] == ["0.0.0.0/0"]
+    assert "oeagent-responder" not in conf  # not enrolled
+    # Same inputs again: nothing to do; the dry run shows no diff.
+    assert apply(cfg, Reporter(stream=out), now=NOW)["changed"] is False
+    assert apply(cfg, Reporter(stream=out), dry_run=True, now=NOW)["diff"] == ""
+
+
+def test_broken_template_is_caught_before_installing(
+    make_lab_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config_module.load(make_lab_config())
+    remember_peer(cfg.state_dir, "db.oe.test", "192.0.2.10")
+    apply(cfg, Reporter(stream=io.StringIO()), now=NOW)
+    before = {p: p.read_text() for p in cfg.pluto.ipsec_dir.rglob("*") if p.is_file()}
+    original = render.template
+
+    def broken(name: str) -> Template:
+        text = original(name).template
+        return Template(text.replace("failureshunt=$failureshunt", "failureshunt=sometimes"))
+
+    monkeypatch.setattr(render, "template", broken)
+    remember_peer(cfg.state_dir, "new.oe.test", "192.0.2.11")
+    with pytest.raises(PolicyError, match=r"checkconfig rejected.*failureshunt, invalid value"):
+        apply(cfg, Reporter(stream=io.StringIO()), now=NOW)
+    after = {p: p.read_text() for p in cfg.pluto.ipsec_dir.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_own_checks_catch_a_missing_nickname_and_a_cidr_in_two_groups(
+    make_lab_config: Callable[..., Path], lab: Lab
+) -> None:
+    cfg = config_module.load(make_lab_config({"policy": {"block": ["192.0.2.0/24"],
+                                                         "private_or_clear": ["192.0.2.0/24"]}}))
+    with pytest.raises(PolicyError, match=r"192\.0\.2\.0/24 is in both oeagent-block and oeagent-private-or-clear"):
+        apply(cfg, Reporter(stream=io.StringIO()), now=NOW)
+    cfg = config_module.load(make_lab_config({"policy.responder": True}))
+    state = StateDir(cfg.state_dir)
+    state.ensure()
+    state.write_json(state.deployed_path, {"database": cfg.nss.database, "nickname": "oeagent"})
+    with pytest.raises(PolicyError, match="leftcert=oeagent is not in"):
+        apply(cfg, Reporter(stream=io.StringIO()), now=NOW)
+
+
+def _policy_cli(node: netns.Node, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`oeagent policy` run inside the node's namespace, as it runs next to a real pluto."""
+    return subprocess.run(
+        ["ip", "netns", "exec", node.ns, sys.executable, "-m", "oeagent", "--config", str(config),
+         "policy", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def _node_config(lab: Lab, node: netns.Node, overrides: dict[str, Any]) -> Path:
+    path = node.dir / "oeagent.toml"
+    settings: dict[str, Any] = {
+        "pluto.ctlsocket": str(node.ctl), "pluto.ipsec_dir": str(node.ipsec_dir),
+        "nss.database": node.nss, "state_dir": str(node.dir / "state"),
+        "policy.private_or_clear": ["192.0.2.0/24"],
+        # The lab's services are on loopback; keep the exceptions inside the namespace.
+        "discovery.resolver": "127.0.0.1",
+    }
+    settings.update(overrides)
+    return lab.write_config(path, settings, root=node.dir)
+
+
+def _wait_for(node: netns.Node, pattern: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = node.log.read_text(errors="replace")
+        if re.search(pattern, log):
+            return log
+        time.sleep(0.1)
+    raise AssertionError(f"{pattern!r} not in {node.ns} pluto log:\n{node.log.read_text()[-3000:]}")
+
+
+def test_generated_policy_loads_into_real_pluto(lab: Lab) -> None:
+    """Three hosts in namespaces: an enrolled server, a client that discovered it, and a
+    client that knows nothing. The policy oeagent writes is what pluto runs."""
+    with netns.namespaces(3) as (server, client, plain):
+        ca = ScratchCA.create(server.dir / "ca")
+        _, key_path, cert = ca.issue("server.oe.test")
+        from oeagent import keys
+
+        for node in (server, client, plain):
+            (node.dir / "nss").mkdir()
+            netns.run("certutil", "-N", "-d", node.nss, "--empty-password")
+            netns.run("certutil", "-A", "-d", node.nss, "-n", "oe5-root", "-t", "CT,,", "-a",
+                      "-i", str(ca.root_pem))
+            node.start_pluto()
+        p12 = server.dir / "id.p12"
+        p12.write_bytes(pkcs12.serialize_key_and_certificates(
+            b"oeagent", keys.load_key_pem(key_path.read_bytes()), cert, None, NoEncryption()))
+        netns.run("pk12util", "-i", str(p12), "-d", server.nss, "-W", "")
+
+        server_cfg = _node_config(lab, server, {"host.names": ["server.oe.test"],
+                                                "policy.responder": True})
+        state = StateDir(server.dir / "state")
+        state.ensure()
+        state.write_json(state.deployed_path, {"database": server.nss, "nickname": "oeagent"})
+        client_cfg = _node_config(lab, client, {})
+        remember_peer(client.dir / "state", "server.oe.test", server.address)
+        plain_cfg = _node_config(lab, plain, {})
+
+        for node, cfg_path in ((server, server_cfg), (client, client_cfg), (plain, plain_cfg)):
+            done = _policy_cli(node, cfg_path, "--json")
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert json.loads(done.stdout.splitlines()[-1])["ok"] is True
+        assert "conn oeagent-responder" in (server.ipsec_dir / "oeagent.conf").read_text()
+
+        # The client that discovered the server authenticates it by name.
+        client.whack("--oppohere", client.address, "--oppothere", server.address)
+        _wait_for(client, r"established IKE SA; authenticated peer .* using peer certificate "
+                          r"'@server.oe.test' issued by CA 'CN=oe5 test root'")
+        # The client that knows nothing gets NULL OE from the server... which, with the
+        # responder conn, pluto 4.10 answers with the certificate, and a NULL-only
+        # initiator refuses that (README "OE policy": why responder defaults to off).
+        plain.whack("--oppohere", plain.address, "--oppothere", server.address)
+        _wait_for(plain, r"X509: authentication failed; unhandled ID type ID_NULL")
+
+        # Without the responder, the same pair meets with NULL authentication both ways.
+        server_cfg = _node_config(lab, server, {"host.names": ["server.oe.test"],
+                                                "policy.responder": False})
+        done = _policy_cli(server, server_cfg)
+        assert done.returncode == 0, done.stdout + done.stderr
+        plain.whack("--oppohere", plain.address, "--oppothere", server.address)
+        _wait_for(plain, r"established IKE SA; authenticated peer using authby=null")
+        brief = server.whack("--briefstatus").stdout
+        assert "anonymous(" in brief
+
+
+
+
+def test_pluto_refusal_restores_the_previous_policy(lab: Lab) -> None:
+    """A policy that passes addconn --checkconfig and oeagent's checks but that pluto will not
+    load (here: oeagent looks at another NSS database than pluto, so pluto lacks leftcert)."""
+    with netns.namespaces(1) as (node,):
+        for db in ("nss", "other-nss"):
+            (node.dir / db).mkdir()
+            netns.run("certutil", "-N", "-d", f"sql:{node.dir / db}", "--empty-password")
+        ca = ScratchCA.create(node.dir / "ca")
+        chain, _, _ = ca.issue("server.oe.test")
+        netns.run("certutil", "-A", "-d", f"sql:{node.dir / 'other-nss'}", "-n", "oeagent",
+                  "-t", ",,", "-a", "-i", str(chain))
+        node.start_pluto()
+        good = _node_config(lab, node, {})
+        assert _policy_cli(node, good).returncode == 0
+        before = {p: p.read_text() for p in node.ipsec_dir.rglob("*") if p.is_file()}
+        bad = _node_config(lab, node, {"policy.responder": True, "host.names": ["server.oe.test"],
+                                       "nss.database": f"sql:{node.dir / 'other-nss'}"})
+        state = StateDir(node.dir / "state")
+        state.write_json(state.deployed_path,
+                         {"database": f"sql:{node.dir / 'other-nss'}", "nickname": "oeagent"})
+        refused = _policy_cli(node, bad)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "pluto did not load oeagent-responder" in refused.stderr
+        assert "the previous policy is restored and loaded" in refused.stderr
+        after = {p: p.read_text() for p in node.ipsec_dir.rglob("*") if p.is_file()}
+        assert after == before
+        status = node.whack("--status").stdout
+        assert '"oeagent-private-or-clear' in status and '"oeagent-responder"' not in status
