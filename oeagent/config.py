@@ -140,7 +140,7 @@ class PolicyConfig:
     block: tuple[str, ...] = ()
     peers: tuple[StaticPeer, ...] = ()
     """Authenticated peers known from config rather than discovery."""
-    responder: bool = False
+    responder: bool = True
     """When enrolled, answer NULL-auth clients with the certificate (README "OE policy")."""
 
 
@@ -527,7 +527,7 @@ def _build_policy(t: _Table) -> PolicyConfig:
         clear=t.text_list("clear", _check_cidr),
         block=t.text_list("block", _check_cidr),
         peers=peers,
-        responder=t.boolean("responder", False),
+        responder=t.boolean("responder", True),
     )
 
 

@@ -181,13 +181,14 @@ def test_generated_policy_loads_into_real_pluto(lab: Lab) -> None:
         client.whack("--oppohere", client.address, "--oppothere", server.address)
         _wait_for(client, r"established IKE SA; authenticated peer .* using peer certificate "
                           r"'@server.oe.test' issued by CA 'CN=oe5 test root'")
-        # The client that knows nothing gets NULL OE from the server... which, with the
-        # responder conn, pluto 4.10 answers with the certificate, and a NULL-only
-        # initiator refuses that (README "OE policy": why responder defaults to off).
+        # The client that knows nothing asks for NULL OE; pluto 4.10 answers with the
+        # responder conn (the certificate), and a NULL-only initiator refuses that and falls
+        # back to clear (failureshunt=passthrough), as with libreswan's own LE server model.
         plain.whack("--oppohere", plain.address, "--oppothere", server.address)
         _wait_for(plain, r"X509: authentication failed; unhandled ID type ID_NULL")
 
-        # Without the responder, the same pair meets with NULL authentication both ways.
+        # Without the responder (policy.responder = false), the same pair meets with NULL
+        # authentication both ways -- but then no client can authenticate the server.
         server_cfg = _node_config(lab, server, {"host.names": ["server.oe.test"],
                                                 "policy.responder": False})
         done = _policy_cli(server, server_cfg)

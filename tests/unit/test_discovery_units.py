@@ -1,0 +1,210 @@
+"""Discovery and policy pieces without the lab, with property-based tests where they pay."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+from typing import Any
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from oeagent import keys
+from oeagent.advertisement import Advertisement, AdvertisementError, parse_document
+from oeagent.discovery import records
+from oeagent.discovery.cache import Entry, merge
+from oeagent.discovery.dnsquery import Security, classify
+from oeagent.discovery.lookup import Result
+from oeagent.policy import model, render
+
+NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
+PIN = "ab" * 32
+HOST = "peer.example.org"
+
+# ---- the well-known document parser -----------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def good_document(**changes: Any) -> dict[str, Any]:
+    doc = Advertisement(HOST, "ecdsa", (PIN,)).document(NOW + dt.timedelta(days=1))
+    doc.update(changes)
+    return doc
+
+
+@given(st.binary(max_size=512))
+def test_parser_rejects_arbitrary_bytes_only_with_its_own_error(data: bytes) -> None:
+    try:
+        parse_document(data, HOST, NOW)
+    except AdvertisementError:
+        pass
+
+
+@given(st.sampled_from(sorted(good_document())), json_values)
+def test_parser_never_accepts_a_mutated_field_silently(key: str, value: Any) -> None:
+    doc = good_document(**{key: value})
+    try:
+        advert, _ = parse_document(json.dumps(doc).encode(), HOST, NOW)
+    except AdvertisementError:
+        return
+    # Accepted: then the id still matches the content, so the field was really valid.
+    assert advert.id == doc["id"]
+
+
+@given(
+    mode=st.sampled_from(["enforce", "testing"]),
+    auth=st.sampled_from(["ecdsa", "rsasig"]),
+    max_age=st.integers(60, 31_557_600),
+    pins=st.lists(st.binary(min_size=32, max_size=32).map(bytes.hex), min_size=1, max_size=8,
+                  unique=True),
+    addresses=st.lists(st.ip_addresses().map(str), max_size=16, unique=True),
+    hours=st.integers(1, 10_000),
+)
+def test_document_round_trips(mode: str, auth: str, max_age: int, pins: list[str],
+                              addresses: list[str], hours: int) -> None:
+    ad = Advertisement(HOST, auth, tuple(pins), mode, max_age,
+                       tuple(str(ipaddress.ip_address(a)) for a in addresses))
+    expires = NOW + dt.timedelta(hours=hours)
+    assert parse_document(ad.document_bytes(expires), HOST.upper(), NOW) == (ad, expires)
+
+
+# ---- DNS records and answers ------------------------------------------------------------
+
+@pytest.mark.parametrize("key", [ec.generate_private_key(ec.SECP256R1()),
+                                 rsa.generate_private_key(public_exponent=65537, key_size=2048)])
+def test_ipseckey_round_trip(key: keys.PrivateKey) -> None:
+    rdata = records.ipseckey_rdata(key.public_key())
+    auth, pin = records.ipseckey_public(rdata)
+    assert pin == keys.spki_sha256(key)
+    assert auth == ("ecdsa" if isinstance(key, ec.EllipticCurvePrivateKey) else "rsasig")
+    assert str(rdata).startswith("10 0 3 . " if auth == "ecdsa" else "10 0 2 . ")
+    assert records.tlsa_pin(records.tlsa_rdata(pin)) == pin
+
+
+def _reply(rcode: int, ad: bool = False, ede: list[int] | None = None) -> dns.message.Message:
+    query = dns.message.make_query("_oe.peer.example.org.", "TXT", want_dnssec=True)
+    reply = dns.message.make_response(query)
+    reply.set_rcode(rcode)
+    if ad:
+        reply.flags |= dns.flags.AD
+    if ede:
+        reply.use_edns(0, options=[dns.edns.EDEOption(code) for code in ede])
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("reply", "trusted", "expected"),
+    [
+        (_reply(dns.rcode.SERVFAIL, ede=[9]), True, Security.BOGUS),
+        (_reply(dns.rcode.SERVFAIL, ede=[6]), True, Security.BOGUS),
+        (_reply(dns.rcode.SERVFAIL, ede=[22]), True, Security.UNREACHABLE),
+        (_reply(dns.rcode.SERVFAIL), True, Security.UNREACHABLE),  # no EDE: not proof of bogus
+        (_reply(dns.rcode.NXDOMAIN, ad=True), True, Security.SECURE),
+        (_reply(dns.rcode.NOERROR, ad=True), False, Security.INSECURE),  # AD from afar: ignored
+        (_reply(dns.rcode.REFUSED), True, Security.UNREACHABLE),
+    ],
+)
+def test_classify(reply: dns.message.Message, trusted: bool, expected: Security) -> None:
+    answer = classify(reply, dns.name.from_text("_oe.peer.example.org."), dns.rdatatype.TXT,
+                      trusted)
+    assert answer.security is expected and answer.empty
+
+
+# ---- no-downgrade ---------------------------------------------------------------------
+
+def _authenticated(mode: str = "enforce", ttl: int = 3600, at: dt.datetime = NOW) -> Result:
+    ad = Advertisement(HOST, "ecdsa", (PIN,), mode, ttl)
+    return Result(HOST, HOST, "authenticated", "https", ad, at + dt.timedelta(seconds=ttl),
+                  ("192.0.2.7",))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["none", "bogus", "unreachable", "invalid"]),
+                          st.integers(1, 7200)), max_size=8))
+def test_failed_lookups_never_release_an_unexpired_enforce_peer(
+    lookups: list[tuple[str, int]],
+) -> None:
+    entry: Entry | None = merge(None, _authenticated(), NOW)
+    for status, offset in sorted(lookups, key=lambda x: x[1]):
+        at = NOW + dt.timedelta(seconds=offset)
+        entry = merge(entry, Result(HOST, HOST, status, reasons=[status]), at)
+        decision = entry.effective(at)
+        assert decision.authenticated == (offset < 3600)
+        assert entry.held == (offset < 3600)
+
+
+def test_published_mode_none_releases_at_once() -> None:
+    entry = merge(None, _authenticated(), NOW)
+    released = Result(HOST, HOST, "none", "dns",
+                      Advertisement(HOST, "ecdsa", (), "none", 300), NOW + dt.timedelta(seconds=300))
+    after = merge(entry, released, NOW + dt.timedelta(seconds=10))
+    assert not after.effective(NOW + dt.timedelta(seconds=10)).authenticated
+    assert Entry.from_json(json.loads(json.dumps(after.to_json()))) == after
+
+
+# ---- CIDR groups and rendering ------------------------------------------------------------
+
+networks = st.ip_addresses(v=4).flatmap(
+    lambda ip: st.integers(0, 32).map(lambda p: str(ipaddress.ip_network(f"{ip}/{p}", strict=False))))
+
+
+@given(st.lists(networks, max_size=30))
+def test_canonical_groups_are_sorted_unique_and_stable(cidrs: list[str]) -> None:
+    once = model.canonical(cidrs)
+    assert once == model.canonical(once) == model.canonical(reversed(cidrs))
+    assert len(once) == len(set(once)) == len(set(cidrs))
+
+
+@given(st.lists(networks, max_size=12), st.lists(networks, max_size=12),
+       st.lists(networks, max_size=12))
+def test_rendered_groups_hold_exactly_their_cidrs_and_conflicts_are_found(
+    clear: list[str], block: list[str], null: list[str],
+) -> None:
+    policy = model.build(null_ranges=null, clear=clear, block=block, never_locked_out=[],
+                         decisions=[], static_peers=[], responder=None)
+    files = render.render(policy, NOW)
+    for group, cidrs in policy.groups.items():
+        lines = [ln for ln in files[f"policies/{group}"].splitlines() if not ln.startswith("#")]
+        assert lines == cidrs
+        assert all(str(ipaddress.ip_network(c)) == c for c in lines)
+    shared = (set(model.canonical(clear)) & set(model.canonical(null))) | (
+        set(model.canonical(block)) - set(model.canonical(clear))) & set(model.canonical(null))
+    assert bool(model.group_conflicts(policy.groups)) == bool(shared)
+
+
+def test_peer_conn_binds_the_name_and_skips_exceptions_and_ipv6() -> None:
+    policy = model.build(
+        null_ranges=["0.0.0.0/0"], clear=["198.51.100.0/24"], block=[],
+        never_locked_out=["192.0.2.53"], decisions=[],
+        static_peers=[("a.example.org", "192.0.2.1", "ecdsa", "enforce"),
+                      ("b.example.org", "198.51.100.9", "ecdsa", "enforce"),
+                      ("c.example.org", "2001:db8::1", "ecdsa", "testing")],
+        responder=None)
+    assert [p.fqdn for p in policy.peers] == ["a.example.org"]
+    assert any("never-locked-out" in n for n in policy.notes)
+    assert any("IPv6" in n for n in policy.notes)
+    assert "192.0.2.53/32" in policy.groups["oeagent-clear"]
+    conf = render.render(policy, NOW)["oeagent.conf"]
+    assert "right=192.0.2.1\n\trightid=@a.example.org\n\trightauth=ecdsa" in conf
+
+
+def test_render_refuses_anything_but_single_tokens() -> None:
+    bad = model.PeerConn("oeagent-peer-x", "x.example.org\n\tauthby=never", "192.0.2.1",
+                         "ecdsa", "enforce", "config")
+    policy = model.Policy(groups={g: [] for g in model.GROUPS}, peers=[bad])
+    with pytest.raises(ValueError, match="refusing to render"):
+        render.render(policy, NOW)
