@@ -308,3 +308,35 @@ def _plain_http_server(body: bytes) -> Iterator[int]:
     finally:
         listener.close()
         thread.join(5)
+
+
+def test_cli_discover_from_file_and_policy_dry_run(lab: Lab, make_lab_config: Callable[..., Path],
+                                                   tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key, address="192.0.2.44")  # a loopback peer would be skipped
+    info = lab.info
+    config = make_lab_config({"discovery": {
+        "resolver_port": info.unbound_port, "dns_timeout": 1, "https": False}})
+    listing = tmp_path / "peers.txt"
+    listing.write_text(f"{ad.fqdn}\nhost.bogus.oe.test\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "oeagent", "--config", str(config), *args],
+                              capture_output=True, text=True, timeout=60, env=env, check=False)
+
+    done = cli("discover", "--from-file", str(listing), "--json")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(x["peer"], x["status"]) for x in lines[:2]] == [
+        (ad.fqdn, "authenticated"), ("host.bogus.oe.test", "bogus")]
+    assert lines[2]["command"] == "discover" and lines[2]["ok"] and lines[2]["peers"] == 2
+    done = cli("policy", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert f"+\tright=192.0.2.44\n+\trightid=@{ad.fqdn}" in done.stdout and "+conn oeagent-private-or-clear" in done.stdout
+    assert not (tmp_path / "ipsec.d" / "oeagent.conf").exists()
+    assert cli("discover").returncode == 1  # no peer named

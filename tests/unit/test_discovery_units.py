@@ -208,3 +208,61 @@ def test_render_refuses_anything_but_single_tokens() -> None:
     policy = model.Policy(groups={g: [] for g in model.GROUPS}, peers=[bad])
     with pytest.raises(ValueError, match="refusing to render"):
         render.render(policy, NOW)
+
+
+# ---- peers given by address ---------------------------------------------------------------
+
+def _fake_dns(monkeypatch: pytest.MonkeyPatch, zone: dict[tuple[str, str], tuple[str, list[str]]]) -> None:
+    """Answer discovery's queries from ``zone``: (name, type) -> (security, rdata texts)."""
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rrset
+
+    from oeagent.discovery import lookup
+    from oeagent.discovery.dnsquery import Answer
+
+    def fake_query(resolver: object, name: object, rdtype: str) -> Answer:
+        qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(str(name))
+        security, texts = zone.get((str(qname), rdtype), ("secure", []))
+        rrset = None
+        if texts:
+            rrset = dns.rrset.from_text_list(qname, 60, dns.rdataclass.IN, rdtype, texts)
+        return Answer(qname, dns.rdatatype.from_text(rdtype), Security(security), rrset)
+
+    monkeypatch.setattr(lookup, "query", fake_query)
+
+
+def _discoverer() -> Any:
+    from oeagent.config import DiscoveryConfig
+    from oeagent.discovery.lookup import Discoverer
+
+    return Discoverer(DiscoveryConfig(https=False))
+
+
+def test_address_peer_needs_a_signed_ptr_that_maps_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    ad = Advertisement(HOST, "ecdsa", (keys.spki_sha256(key),))
+    reverse = "7.2.0.192.in-addr.arpa."
+    signed = {
+        (reverse, "PTR"): ("secure", [f"{HOST}."]),
+        (f"{HOST}.", "A"): ("secure", ["192.0.2.7"]),
+        (f"_oe.{HOST}.", "TXT"): ("secure", [f'"{ad.txt()}"']),
+        (f"_500._udp.{HOST}.", "TLSA"): ("secure", [f"3 1 1 {ad.pins[0]}"]),
+        # RFC 4025: the IPSECKEY may sit at the reverse name.
+        (reverse, "IPSECKEY"): ("secure", [str(records.ipseckey_rdata(key.public_key()))]),
+    }
+    _fake_dns(monkeypatch, signed)
+    result = _discoverer().lookup("192.0.2.7", NOW)
+    assert (result.status, result.fqdn, result.source) == ("authenticated", HOST, "dns")
+    assert result.advertisement is not None and result.advertisement.pins == ad.pins
+
+    _fake_dns(monkeypatch, {**signed, (reverse, "PTR"): ("insecure", [f"{HOST}."])})
+    result = _discoverer().lookup("192.0.2.7", NOW)
+    assert result.status == "none" and "no DNSSEC-signed PTR" in result.reasons[0]
+
+    _fake_dns(monkeypatch, {**signed, (f"{HOST}.", "A"): ("secure", ["192.0.2.8"])})
+    result = _discoverer().lookup("192.0.2.7", NOW)
+    assert result.status == "none" and "does not map back" in result.reasons[0]
+
+    _fake_dns(monkeypatch, {**signed, (reverse, "PTR"): ("bogus", [])})
+    assert _discoverer().lookup("192.0.2.7", NOW).status == "bogus"
