@@ -1,0 +1,46 @@
+"""The [discovery] and [policy] config sections: defaults, and every problem at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oeagent import config
+from oeagent.config import StaticPeer
+from oeagent.errors import ConfigError
+
+BASE = {"host": {"names": ["a.example.org"]}}
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = config.parse(BASE, tmp_path)
+    assert cfg.discovery.resolver == "127.0.0.1" and cfg.discovery.https_port == 443
+    assert cfg.discovery.https_ca_bundle is None and not cfg.discovery.resolver_trusted
+    assert cfg.policy.private_or_clear == ("0.0.0.0/0",) and cfg.policy.responder
+
+
+def test_values(tmp_path: Path) -> None:
+    cfg = config.parse({**BASE, "discovery": {"https_port": 8443, "concurrency": 2},
+                        "policy": {"clear": ["10.0.0.0/8"], "private_or_clear": [],
+                                   "peers": ["DB.Example.org 192.0.2.5", "x.example.org 192.0.2.6 rsasig testing"]}},
+                       tmp_path)
+    assert cfg.discovery.https_port == 8443 and cfg.discovery.concurrency == 2
+    assert cfg.policy.private_or_clear == () and cfg.policy.clear == ("10.0.0.0/8",)
+    assert cfg.policy.peers == (StaticPeer("db.example.org", "192.0.2.5", "ecdsa", "enforce"),
+                                StaticPeer("x.example.org", "192.0.2.6", "rsasig", "testing"))
+
+
+def test_every_problem_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.parse({**BASE,
+                      "discovery": {"resolver": "localhost", "https_port": 0, "min_cache": 600,
+                                    "max_cache": 120, "https_ca_bundle": "missing.pem", "x": 1},
+                      "policy": {"clear": ["10.0.0.1/8"], "block": ["nope"],
+                                 "peers": ["db.example.org", "db.example.org 192.0.2.5 psk"]}},
+                     tmp_path)
+    problems = "\n".join(info.value.problems)
+    for key in ("discovery.resolver", "discovery.https_port", "discovery.max_cache",
+                "discovery.https_ca_bundle", "discovery.x: unknown key", "policy.clear[0]",
+                "policy.block[0]", "policy.peers[0]", "policy.peers[1]"):
+        assert key in problems, key
