@@ -151,7 +151,9 @@ def test_delegations_insecure_bogus_and_lame(lab: Lab) -> None:
     assert insecure.answer
     bogus = lab.dig("host.bogus.oe.test", "A", resolver=True)
     assert bogus.rcode() == dns.rcode.SERVFAIL
-    assert [e.code for e in bogus.extended_errors()] == [9]  # DNSKEY missing for the DS
+    # EDE 9 (DNSKEY missing for the DS) on first contact; once unbound has marked the zone's
+    # key bad (any earlier test in the session may have asked), EDE 6 (DNSSEC bogus).
+    assert [e.code for e in bogus.extended_errors()] in ([9], [6])
 
 
 def https_get(port: int, server_name: str, path: str, cafile: Path) -> tuple[int, str, bytes]:
