@@ -125,7 +125,8 @@ def refresh_due_peers(cfg: Config, now: dt.datetime | None = None) -> bool:
     now = now or dt.datetime.now(dt.UTC)
     state = StateDir(cfg.state_dir)
     with state.lock(cfg.lock_timeout):
-        due = PeerCache(state).due(now, dt.timedelta(seconds=cfg.discovery.min_cache))
+        due = PeerCache(state).due(now, dt.timedelta(seconds=cfg.discovery.min_cache),
+                                   dt.timedelta(seconds=cfg.discovery.max_cache))
     if not due:
         return False
     results = lookup_all(Discoverer(cfg.discovery), due, now, cfg.discovery.concurrency)

@@ -127,9 +127,11 @@ class PeerCache:
     def decisions(self, now: dt.datetime) -> list[Decision]:
         return [e.effective(now) for _, e in sorted(self.entries.items())]
 
-    def due(self, now: dt.datetime, retry: dt.timedelta) -> list[str]:
-        """Peers to look up again: a held advertisement in its last quarter (or last hour),
-        or no advertisement and the last check older than ``retry``."""
+    def due(self, now: dt.datetime, retry_failed: dt.timedelta, retry_none: dt.timedelta
+            ) -> list[str]:
+        """Peers to look up again: a held advertisement in its last quarter (at most its last
+        hour); a failed lookup (bogus, unreachable, invalid) after ``retry_failed``; a peer
+        that publishes nothing only after ``retry_none``, so a long peer list stays cheap."""
         out = []
         for peer, entry in self.entries.items():
             until = entry.decision.held_until
@@ -137,7 +139,9 @@ class PeerCache:
                 margin = min((until - entry.checked_at) / 4, dt.timedelta(hours=1))
                 if until - now <= margin:
                     out.append(peer)
-            elif now - entry.checked_at >= retry:
+                continue
+            retry = retry_none if entry.last_status == "none" else retry_failed
+            if now - entry.checked_at >= retry:
                 out.append(peer)
         return sorted(out)
 

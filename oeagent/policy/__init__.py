@@ -56,10 +56,10 @@ def _never_locked_out(cfg: Config, notes: list[str]) -> list[str]:
 
 
 def desired(cfg: Config, state: StateDir, now: dt.datetime) -> model.Policy:
+    """The policy for now; the caller holds the state lock (the cache is read)."""
     notes: list[str] = []
     responder = _enrolled(cfg, state) if cfg.policy.responder else None
-    with state.lock(cfg.lock_timeout):
-        decisions = PeerCache(state).decisions(now)
+    decisions = PeerCache(state).decisions(now)
     policy = model.build(
         null_ranges=cfg.policy.private_or_clear, clear=cfg.policy.clear,
         block=cfg.policy.block, never_locked_out=_never_locked_out(cfg, notes),
@@ -84,8 +84,19 @@ def check(cfg: Config, policy: model.Policy) -> None:
 
 def apply(cfg: Config, reporter: Reporter, *, dry_run: bool = False,
           now: dt.datetime | None = None) -> dict[str, Any]:
+    """Write and load the policy (or, with ``dry_run``, show the diff).
+
+    Takes the state lock for the whole run, so two runs never interleave their installs and
+    rollbacks; do not call it while holding that lock.
+    """
     now = now or dt.datetime.now(dt.UTC)
     state = StateDir(cfg.state_dir)
+    with state.lock(cfg.lock_timeout):
+        return _apply(cfg, state, reporter, dry_run, now)
+
+
+def _apply(cfg: Config, state: StateDir, reporter: Reporter, dry_run: bool,
+           now: dt.datetime) -> dict[str, Any]:
     policy = desired(cfg, state, now)
     for note in policy.notes:
         reporter.step("note", note)

@@ -71,9 +71,11 @@ def publish_dns(lab: Lab, ad: Advertisement, key: ec.EllipticCurvePrivateKey | N
         wanted += [(records.tlsa_name(ad.fqdn, 500), "TLSA")] if tlsa else []
         wanted += [(owner, "IPSECKEY")] if ipseckey and key is not None else []
     wait_visible(lab, wanted)
-    deadline = time.monotonic() + 8  # a replaced TXT: wait for the resolver's cache to turn over
-    while ad.txt() not in str(lab.dig(str(records.txt_name(ad.fqdn)), "TXT", resolver=True).answer):
-        assert time.monotonic() < deadline, "the new _oe TXT is not visible in time"
+    # Replaced records (and the wildcard's cached A): wait for the resolver's cache to turn over.
+    deadline = time.monotonic() + 8
+    while (ad.txt() not in str(lab.dig(str(records.txt_name(ad.fqdn)), "TXT", resolver=True).answer)
+           or address not in str(lab.dig(str(owner), "A", resolver=True).answer)):
+        assert time.monotonic() < deadline, "the new records are not visible in time"
         time.sleep(0.1)
 
 
