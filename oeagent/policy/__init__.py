@@ -23,7 +23,7 @@ from oeagent.policy.install import PolicyError
 from oeagent.report import Reporter
 from oeagent.state import StateDir
 
-__all__ = ["PolicyError", "apply", "desired"]
+__all__ = ["PolicyError", "apply", "desired", "refresh"]
 
 
 def _enrolled(cfg: Config, state: StateDir) -> model.Responder | None:
@@ -146,3 +146,14 @@ def _strip(files: dict[str, str] | dict[str, str | None]) -> dict[str, str | Non
     return {name: (text.split("\n", 1)[1] if name == render.CONF and text else text)
             for name, text in files.items()}
 
+
+
+def refresh(cfg: Config, reporter: Reporter, now: dt.datetime | None = None) -> bool:
+    """For ``oeagent run``: refresh the peers that are due and, when a decision changed,
+    re-apply the policy. Returns whether the policy was re-applied."""
+    from oeagent.discovery import refresh_due_peers
+
+    if not refresh_due_peers(cfg, now):
+        return False
+    apply(cfg, reporter, now=now)
+    return True

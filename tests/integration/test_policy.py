@@ -229,3 +229,41 @@ def test_pluto_refusal_restores_the_previous_policy(lab: Lab) -> None:
         assert after == before
         status = node.whack("--status").stdout
         assert '"oeagent-private-or-clear' in status and '"oeagent-responder"' not in status
+
+
+def test_enforce_peer_refuses_a_valid_certificate_for_another_name(lab: Lab) -> None:
+    """The libreswan LE model's weakness (%fromcert + rightca=%any accepts any certificate)
+    is closed: the per-peer conn wants @server.oe.test, and a certificate that chains to a
+    trusted root but names someone else is refused; enforce means drop, not clear."""
+    with netns.namespaces(2) as (server, client):
+        ca = ScratchCA.create(server.dir / "ca")
+        _, key_path, cert = ca.issue("impostor.oe.test")
+        from oeagent import keys
+
+        for node in (server, client):
+            (node.dir / "nss").mkdir()
+            netns.run("certutil", "-N", "-d", node.nss, "--empty-password")
+            netns.run("certutil", "-A", "-d", node.nss, "-n", "oe5-root", "-t", "CT,,", "-a",
+                      "-i", str(ca.root_pem))
+            node.start_pluto()
+        p12 = server.dir / "id.p12"
+        p12.write_bytes(pkcs12.serialize_key_and_certificates(
+            b"oeagent", keys.load_key_pem(key_path.read_bytes()), cert, None, NoEncryption()))
+        netns.run("pk12util", "-i", str(p12), "-d", server.nss, "-W", "")
+        state = StateDir(server.dir / "state")
+        state.ensure()
+        state.write_json(state.deployed_path, {"database": server.nss, "nickname": "oeagent"})
+        assert _policy_cli(server, _node_config(lab, server, {"host.names": ["impostor.oe.test"]})
+                           ).returncode == 0
+        remember_peer(client.dir / "state", "server.oe.test", server.address)
+        assert _policy_cli(client, _node_config(lab, client, {})).returncode == 0
+
+        client.whack("--oppohere", client.address, "--oppothere", server.address)
+        _wait_for(client, r"authentication failed; peer certificate subjectAltName extension "
+                          r"does not match ID_FQDN 'server.oe.test'")
+        assert "authenticated(0)" in client.whack("--briefstatus").stdout
+        # Traffic to the peer still hits its own trap (ESP template, the per-peer conn's
+        # priority beats the NULL group's): nothing goes out in clear after the failure.
+        policies = ("\n" + netns.run("ip", "-n", client.ns, "xfrm", "policy").stdout).split("\nsrc ")
+        to_peer = [p for p in policies if p.startswith(f"{client.address}/32 dst {server.address}/32")]
+        assert to_peer and all("proto esp" in p for p in to_peer), to_peer

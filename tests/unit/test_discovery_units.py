@@ -266,3 +266,19 @@ def test_address_peer_needs_a_signed_ptr_that_maps_back(monkeypatch: pytest.Monk
 
     _fake_dns(monkeypatch, {**signed, (reverse, "PTR"): ("bogus", [])})
     assert _discoverer().lookup("192.0.2.7", NOW).status == "bogus"
+
+
+def test_due_peers() -> None:
+    from oeagent.discovery.cache import PeerCache
+
+    cache = PeerCache.__new__(PeerCache)
+    cache.entries = {
+        "held": merge(None, _authenticated(ttl=3600), NOW),
+        "none": merge(None, Result("none", "none.example.org", "none"), NOW),
+        "bogus": merge(None, Result("bogus", "bogus.example.org", "bogus"), NOW),
+    }
+    minute, day = dt.timedelta(minutes=5), dt.timedelta(days=1)
+    assert cache.due(NOW + dt.timedelta(minutes=1), minute, day) == []
+    assert cache.due(NOW + dt.timedelta(minutes=10), minute, day) == ["bogus"]
+    assert cache.due(NOW + dt.timedelta(minutes=46), minute, day) == ["bogus", "held"]
+    assert cache.due(NOW + day, minute, day) == ["bogus", "held", "none"]
