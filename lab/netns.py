@@ -1,30 +1,61 @@
 """Hosts in network namespaces, joined by a bridge in the root namespace.
 
-    with Network() as net:                     # bridge 192.0.2.1/24 in the root namespace
-        server = net.add_host("server", 10)    # namespace with eth0 = 192.0.2.10/24
+    with Network() as net:                     # bridge 198.51.100.1/24 in the root namespace
+        server = net.add_host("server", 10)    # namespace with eth0 = 198.51.100.10/24
         server.run(["ip", "addr"])
 
 Every name carries a random tag, so two networks (two test sessions) never collide, and
 ``close()`` removes every namespace, link and process it created. Addresses come from
-192.0.2.0/24 (TEST-NET-1) and exist only inside this machine; nothing is routed anywhere else.
+198.51.100.0/24 (TEST-NET-2) and exist only inside this machine; nothing is routed anywhere
+else. NOT 192.0.2.0/24: on this machine kind the VM's own uplink (eth0) is 192.0.2.2/24 with
+its default gateway at 192.0.2.1, so a second 192.0.2.0/24 in the root namespace would send
+lab traffic out of the machine, and the root namespace answers ARP for 192.0.2.2.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from lab.procs import LabError
 
-SUBNET = "192.0.2"
+SUBNET = "198.51.100"
 GATEWAY = f"{SUBNET}.1"
+_CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def in_namespace(namespace: str | None) -> Iterator[None]:
+    """Run the enclosed code (this thread, and processes it starts) in ``namespace``.
+
+    The lab that serves namespaced hosts can run in a namespace of its own (a host on the
+    bridge like any other); the test process steps in to talk to it. ``None`` means: stay.
+    """
+    if namespace is None:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
+    try:
+        if libc.setns(target, _CLONE_NEWNET) != 0:
+            raise LabError(f"setns({namespace}) failed: {os.strerror(ctypes.get_errno())}")
+        try:
+            yield
+        finally:
+            if libc.setns(original, _CLONE_NEWNET) != 0:
+                raise LabError("could not return to the original network namespace")
+    finally:
+        os.close(original)
+        os.close(target)
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -106,7 +137,7 @@ class Network:
         _ip("link", "set", self.bridge, "up")
 
     def add_host(self, name: str, number: int) -> Host:
-        """A namespace with eth0 = 192.0.2.<number>/24 and a default route via the bridge."""
+        """A namespace with eth0 = 198.51.100.<number>/24 and a default route via the bridge."""
         if not 2 <= number <= 254 or name in self.hosts:
             raise LabError(f"bad host {name!r} / {number}")
         namespace = f"{self.tag}-{name}"

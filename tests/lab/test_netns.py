@@ -54,12 +54,12 @@ def test_two_plutos_establish_null_oe(short_dir: Path) -> None:
             pluto = Pluto(host, short_dir / name)
             pluto.prepare()
             (pluto.ipsec_dir / "oe.conf").write_text(NULL_OE)
-            (pluto.ipsec_dir / "policies" / "private-or-clear").write_text("192.0.2.0/24\n")
+            (pluto.ipsec_dir / "policies" / "private-or-clear").write_text("198.51.100.0/24\n")
             (pluto.ipsec_dir / "policies" / "clear").write_text("")
             pluto.start()
             pluto.load()
             plutos[name] = pluto
-        out = plutos["a"].initiate_oe("192.0.2.10", "192.0.2.20")
+        out = plutos["a"].initiate_oe("198.51.100.10", "198.51.100.20")
         assert "established IKE SA" in out, out + plutos["a"].log_text()[-3000:]
         assert "authby=null" in out
         deadline = time.monotonic() + 5
@@ -73,3 +73,46 @@ def test_two_plutos_establish_null_oe(short_dir: Path) -> None:
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(ns in left for ns in namespaces)
     assert net.bridge not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
+
+
+def test_host_in_a_namespace_enrolls_from_a_lab_in_its_own_namespace(short_dir: Path) -> None:
+    """The end-to-end shape: the lab in a namespace of its own, oeagent inside a host."""
+    import json
+    import os
+    import sys
+
+    import dns.rdatatype
+
+    from lab import Lab
+
+    repo = Path(__file__).resolve().parents[2]
+    with Network() as net:
+        labhost = net.add_host("lab", 2)
+        server = net.add_host("server", 10)
+        lab = Lab(short_dir / "lab", address=labhost.address, namespace=labhost.namespace)
+        lab.up()
+        try:
+            update = lab.update_message()
+            update.replace("server.oe.test.", 60, dns.rdatatype.A, server.address)
+            assert lab.send_update(update).rcode() == 0
+            deadline = time.monotonic() + 5  # inline signing serves the change a few ms later
+            while lab.dig("server.oe.test", "A").answer[0][0].address != server.address:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            config = lab.write_config(
+                short_dir / "server" / "oeagent.toml",
+                {"challenge.http.listen_address": server.address},
+                root=short_dir / "server",
+            )
+            result = server.run(
+                ["env", f"PYTHONPATH={repo}", f"PATH={os.environ['PATH']}",
+                 sys.executable, "-m", "oeagent", "--config", str(config), "enroll", "--json"],
+                check=False, timeout=120,
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+            document = json.loads(result.stdout)
+            assert document["issued"] is True
+            challenge = next(s for s in document["steps"] if s["step"] == "challenge")
+            assert server.address in challenge["message"]
+        finally:
+            lab.down()
