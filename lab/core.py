@@ -366,6 +366,7 @@ class Lab:
             raise LabError(f"no lab is up in {self.dir}")
         self.stop_nginx()
         info, daemons = self._load()
+        assert info is not None
         root = Path(webroot or info.dir / "webroot")
         conf = nginx.write_config(self.dir / "nginx", self.dir / "logs", info.https_port,
                                   Path(cert), Path(key), root, info.bind_address)
