@@ -106,8 +106,9 @@ class Topology:
             raise LabError(f"updating {fqdn} failed: rcode {reply.rcode()}")
         deadline = time.monotonic() + 5  # inline signing serves the change a few ms later
         while True:
-            answer = self.lab.dig(fqdn, "A")
-            if any(getattr(r, "address", None) == address for rrset in answer.answer for r in rrset):
+            served = [getattr(r, "address", None) for rrset in self.lab.dig(fqdn).answer
+                      for r in rrset]
+            if address in served:
                 return
             if time.monotonic() > deadline:
                 raise LabError(f"BIND does not serve {fqdn} -> {address}")
