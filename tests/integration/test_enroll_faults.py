@@ -62,14 +62,14 @@ def kill_at(config_path: Path, marker: str) -> str:
 @pytest.mark.parametrize("marker", ["[key]", "[order]", "[challenge]", "[finalized]", "[store]",
                                     "[nss] certificate"])
 def test_sigkill_at_each_step_then_rerun_converges(lab_config_path: Path, marker: str) -> None:
-    code, first, err = enroll_json(lab_config_path)
+    code, _, err = enroll_json(lab_config_path)
     assert code == 0, err
     nss = Nss(lab_config_path)
     kill_at(lab_config_path, marker)
     # Whatever was killed, the nickname holds exactly one certificate with its key...
     assert len(nss.certs()) == 1 and len(nss.keys()) == 1
     # ...and a plain rerun converges: deployed, verified, matching the state directory.
-    code, doc, err = enroll_json(lab_config_path)
+    code, _, err = enroll_json(lab_config_path)
     assert code == 0, err
     current = json.loads((lab_config_path.parent / "state" / "current.json").read_text())
     assert [format(c.serial_number, "x") for c in nss.certs()] == [current["serial"]]
