@@ -17,7 +17,7 @@ WELL_KNOWN = "/.well-known/oe-ipsec"
 
 
 def write_config(nginx_dir: Path, logs: Path, port: int, cert: Path, key: Path,
-                 webroot: Path) -> Path:
+                 webroot: Path, address: str = "127.0.0.1") -> Path:
     nginx_dir.mkdir(parents=True, exist_ok=True)
     tmp = nginx_dir / "tmp"
     tmp.mkdir(exist_ok=True)
@@ -41,7 +41,7 @@ def write_config(nginx_dir: Path, logs: Path, port: int, cert: Path, key: Path,
         "    default_type application/octet-stream;\n"
         "    server_tokens off;\n"
         "    server {\n"
-        f"        listen 127.0.0.1:{port} ssl;\n"
+        f"        listen {address}:{port} ssl;\n"
         "        server_name _;\n"
         f"        ssl_certificate {cert};\n"
         f"        ssl_certificate_key {key};\n"
@@ -63,9 +63,9 @@ def argv(conf: Path) -> list[str]:
     return ["nginx", "-c", str(conf)]
 
 
-def listening(port: int) -> bool:
+def listening(port: int, address: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with socket.create_connection((address, port), timeout=0.2):
             return True
     except OSError:
         return False
