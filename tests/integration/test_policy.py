@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -19,6 +22,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
 
 from lab import Lab
+from lab.netns import Network
+from lab.pluto import Pluto
 from oeagent import config as config_module
 from oeagent.advertisement import Advertisement
 from oeagent.discovery.cache import PeerCache
@@ -26,7 +31,6 @@ from oeagent.discovery.lookup import Result
 from oeagent.policy import PolicyError, apply, render
 from oeagent.report import Reporter
 from oeagent.state import StateDir
-from tests.integration import netns
 from tests.integration.oe_peers import ScratchCA
 
 pytestmark = pytest.mark.lab
@@ -110,65 +114,92 @@ def test_own_checks_catch_a_missing_nickname_and_a_cidr_in_two_groups(
         apply(cfg, Reporter(stream=io.StringIO()), now=NOW)
 
 
-def _policy_cli(node: netns.Node, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+@contextlib.contextmanager
+def plutos(*names: str) -> Iterator[list[Pluto]]:
+    """One pluto per host in namespaces ``oe5-XXXX-<name>`` on 198.51.100.0/24, with its
+    directories under a short /tmp path (Unix socket paths stay well under 108 bytes)."""
+    base = Path(tempfile.mkdtemp(prefix="oe5-", dir="/tmp"))
+    try:
+        with Network(prefix="oe5-") as net:
+            nodes = [Pluto(net.add_host(name, 10 + i), base / name) for i, name in enumerate(names)]
+            for node in nodes:
+                node.prepare()
+            yield nodes
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(list(argv), check=True, capture_output=True, text=True, timeout=30)
+
+
+def _trust_root(node: Pluto, root_pem: Path) -> None:
+    _run("certutil", "-A", "-d", node.nss_database, "-n", "oe5-root", "-t", "CT,,", "-a",
+         "-i", str(root_pem))
+
+
+def _import_identity(node: Pluto, key_path: Path, cert: Any) -> None:
+    from oeagent import keys
+
+    p12 = node.dir / "id.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"oeagent", keys.load_key_pem(key_path.read_bytes()), cert, None, NoEncryption()))
+    _run("pk12util", "-i", str(p12), "-d", node.nss_database, "-W", "")
+
+
+def _enrolled(node: Pluto, database: str | None = None) -> None:
+    state = StateDir(node.dir / "state")
+    state.ensure()
+    state.write_json(state.deployed_path,
+                     {"database": database or node.nss_database, "nickname": "oeagent"})
+
+
+def _policy_cli(node: Pluto, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`oeagent policy` run inside the node's namespace, as it runs next to a real pluto."""
     return subprocess.run(
-        ["ip", "netns", "exec", node.ns, sys.executable, "-m", "oeagent", "--config", str(config),
-         "policy", *args],
+        node.host.argv([sys.executable, "-m", "oeagent", "--config", str(config), "policy",
+                        *args]),
         capture_output=True, text=True, timeout=60, check=False,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
 
-def _node_config(lab: Lab, node: netns.Node, overrides: dict[str, Any]) -> Path:
+def _node_config(lab: Lab, node: Pluto, overrides: dict[str, Any]) -> Path:
     path = node.dir / "oeagent.toml"
     settings: dict[str, Any] = {
-        "pluto.ctlsocket": str(node.ctl), "pluto.ipsec_dir": str(node.ipsec_dir),
-        "nss.database": node.nss, "state_dir": str(node.dir / "state"),
-        "policy.private_or_clear": ["192.0.2.0/24"],
-        # The lab's services are on loopback; keep the exceptions inside the namespace.
+        "pluto.ctlsocket": str(node.ctlsocket), "pluto.ipsec_dir": str(node.ipsec_dir),
+        "nss.database": node.nss_database, "state_dir": str(node.dir / "state"),
+        "policy.private_or_clear": ["198.51.100.0/24"],
         "discovery.resolver": "127.0.0.1",
     }
     settings.update(overrides)
     return lab.write_config(path, settings, root=node.dir)
 
 
-def _wait_for(node: netns.Node, pattern: str, timeout: float = 10) -> str:
+def _wait_for(node: Pluto, pattern: str, timeout: float = 10) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        log = node.log.read_text(errors="replace")
+        log = node.log_text()
         if re.search(pattern, log):
             return log
         time.sleep(0.1)
-    raise AssertionError(f"{pattern!r} not in {node.ns} pluto log:\n{node.log.read_text()[-3000:]}")
+    raise AssertionError(f"{pattern!r} not in {node.host.name}'s pluto log:\n{node.log_text()[-3000:]}")
 
 
 def test_generated_policy_loads_into_real_pluto(lab: Lab) -> None:
     """Three hosts in namespaces: an enrolled server, a client that discovered it, and a
     client that knows nothing. The policy oeagent writes is what pluto runs."""
-    with netns.namespaces(3) as (server, client, plain):
+    with plutos("server", "client", "plain") as (server, client, plain):
         ca = ScratchCA.create(server.dir / "ca")
         _, key_path, cert = ca.issue("server.oe.test")
-        from oeagent import keys
-
         for node in (server, client, plain):
-            (node.dir / "nss").mkdir()
-            netns.run("certutil", "-N", "-d", node.nss, "--empty-password")
-            netns.run("certutil", "-A", "-d", node.nss, "-n", "oe5-root", "-t", "CT,,", "-a",
-                      "-i", str(ca.root_pem))
-            node.start_pluto()
-        p12 = server.dir / "id.p12"
-        p12.write_bytes(pkcs12.serialize_key_and_certificates(
-            b"oeagent", keys.load_key_pem(key_path.read_bytes()), cert, None, NoEncryption()))
-        netns.run("pk12util", "-i", str(p12), "-d", server.nss, "-W", "")
-
-        server_cfg = _node_config(lab, server, {"host.names": ["server.oe.test"],
-                                                "policy.responder": True})
-        state = StateDir(server.dir / "state")
-        state.ensure()
-        state.write_json(state.deployed_path, {"database": server.nss, "nickname": "oeagent"})
+            _trust_root(node, ca.root_pem)
+            node.start()
+        _import_identity(server, key_path, cert)
+        _enrolled(server)
+        server_cfg = _node_config(lab, server, {"host.names": ["server.oe.test"]})
         client_cfg = _node_config(lab, client, {})
-        remember_peer(client.dir / "state", "server.oe.test", server.address)
+        remember_peer(client.dir / "state", "server.oe.test", server.host.address)
         plain_cfg = _node_config(lab, plain, {})
 
         for node, cfg_path in ((server, server_cfg), (client, client_cfg), (plain, plain_cfg)):
@@ -178,13 +209,14 @@ def test_generated_policy_loads_into_real_pluto(lab: Lab) -> None:
         assert "conn oeagent-responder" in (server.ipsec_dir / "oeagent.conf").read_text()
 
         # The client that discovered the server authenticates it by name.
-        client.whack("--oppohere", client.address, "--oppothere", server.address)
+        client.initiate_oe(client.host.address, server.host.address)
         _wait_for(client, r"established IKE SA; authenticated peer .* using peer certificate "
                           r"'@server.oe.test' issued by CA 'CN=oe5 test root'")
+        assert client.ike_sa_counts()["authenticated"] == 1
         # The client that knows nothing asks for NULL OE; pluto 4.10 answers with the
         # responder conn (the certificate), and a NULL-only initiator refuses that and falls
         # back to clear (failureshunt=passthrough), as with libreswan's own LE server model.
-        plain.whack("--oppohere", plain.address, "--oppothere", server.address)
+        plain.initiate_oe(plain.host.address, server.host.address)
         _wait_for(plain, r"X509: authentication failed; unhandled ID type ID_NULL")
 
         # Without the responder (policy.responder = false), the same pair meets with NULL
@@ -193,77 +225,61 @@ def test_generated_policy_loads_into_real_pluto(lab: Lab) -> None:
                                                 "policy.responder": False})
         done = _policy_cli(server, server_cfg)
         assert done.returncode == 0, done.stdout + done.stderr
-        plain.whack("--oppohere", plain.address, "--oppothere", server.address)
+        plain.initiate_oe(plain.host.address, server.host.address)
         _wait_for(plain, r"established IKE SA; authenticated peer using authby=null")
-        brief = server.whack("--briefstatus").stdout
-        assert "anonymous(" in brief
-
-
+        assert server.ike_sa_counts()["anonymous"] >= 1
 
 
 def test_pluto_refusal_restores_the_previous_policy(lab: Lab) -> None:
     """A policy that passes addconn --checkconfig and oeagent's checks but that pluto will not
     load (here: oeagent looks at another NSS database than pluto, so pluto lacks leftcert)."""
-    with netns.namespaces(1) as (node,):
-        for db in ("nss", "other-nss"):
-            (node.dir / db).mkdir()
-            netns.run("certutil", "-N", "-d", f"sql:{node.dir / db}", "--empty-password")
+    with plutos("solo") as (node,):
+        other = f"sql:{node.dir / 'other-nss'}"
+        (node.dir / "other-nss").mkdir()
+        _run("certutil", "-N", "-d", other, "--empty-password")
         ca = ScratchCA.create(node.dir / "ca")
         chain, _, _ = ca.issue("server.oe.test")
-        netns.run("certutil", "-A", "-d", f"sql:{node.dir / 'other-nss'}", "-n", "oeagent",
-                  "-t", ",,", "-a", "-i", str(chain))
-        node.start_pluto()
-        good = _node_config(lab, node, {})
-        assert _policy_cli(node, good).returncode == 0
+        _run("certutil", "-A", "-d", other, "-n", "oeagent", "-t", ",,", "-a", "-i", str(chain))
+        node.start()
+        assert _policy_cli(node, _node_config(lab, node, {})).returncode == 0
         before = {p: p.read_text() for p in node.ipsec_dir.rglob("*") if p.is_file()}
-        bad = _node_config(lab, node, {"policy.responder": True, "host.names": ["server.oe.test"],
-                                       "nss.database": f"sql:{node.dir / 'other-nss'}"})
-        state = StateDir(node.dir / "state")
-        state.write_json(state.deployed_path,
-                         {"database": f"sql:{node.dir / 'other-nss'}", "nickname": "oeagent"})
+        bad = _node_config(lab, node, {"host.names": ["server.oe.test"], "nss.database": other})
+        _enrolled(node, other)
         refused = _policy_cli(node, bad)
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert "pluto did not load oeagent-responder" in refused.stderr
         assert "the previous policy is restored and loaded" in refused.stderr
         after = {p: p.read_text() for p in node.ipsec_dir.rglob("*") if p.is_file()}
         assert after == before
-        status = node.whack("--status").stdout
+        status = node.whack("--status")
         assert '"oeagent-private-or-clear' in status and '"oeagent-responder"' not in status
 
 
 def test_enforce_peer_refuses_a_valid_certificate_for_another_name(lab: Lab) -> None:
     """The libreswan LE model's weakness (%fromcert + rightca=%any accepts any certificate)
     is closed: the per-peer conn wants @server.oe.test, and a certificate that chains to a
-    trusted root but names someone else is refused; enforce means drop, not clear."""
-    with netns.namespaces(2) as (server, client):
+    trusted root but names someone else is refused; traffic to the peer never goes clear."""
+    with plutos("impostor", "client") as (server, client):
         ca = ScratchCA.create(server.dir / "ca")
         _, key_path, cert = ca.issue("impostor.oe.test")
-        from oeagent import keys
-
         for node in (server, client):
-            (node.dir / "nss").mkdir()
-            netns.run("certutil", "-N", "-d", node.nss, "--empty-password")
-            netns.run("certutil", "-A", "-d", node.nss, "-n", "oe5-root", "-t", "CT,,", "-a",
-                      "-i", str(ca.root_pem))
-            node.start_pluto()
-        p12 = server.dir / "id.p12"
-        p12.write_bytes(pkcs12.serialize_key_and_certificates(
-            b"oeagent", keys.load_key_pem(key_path.read_bytes()), cert, None, NoEncryption()))
-        netns.run("pk12util", "-i", str(p12), "-d", server.nss, "-W", "")
-        state = StateDir(server.dir / "state")
-        state.ensure()
-        state.write_json(state.deployed_path, {"database": server.nss, "nickname": "oeagent"})
+            _trust_root(node, ca.root_pem)
+            node.start()
+        _import_identity(server, key_path, cert)
+        _enrolled(server)
         assert _policy_cli(server, _node_config(lab, server, {"host.names": ["impostor.oe.test"]})
                            ).returncode == 0
-        remember_peer(client.dir / "state", "server.oe.test", server.address)
+        remember_peer(client.dir / "state", "server.oe.test", server.host.address)
         assert _policy_cli(client, _node_config(lab, client, {})).returncode == 0
 
-        client.whack("--oppohere", client.address, "--oppothere", server.address)
+        client.initiate_oe(client.host.address, server.host.address)
         _wait_for(client, r"authentication failed; peer certificate subjectAltName extension "
                           r"does not match ID_FQDN 'server.oe.test'")
-        assert "authenticated(0)" in client.whack("--briefstatus").stdout
-        # Traffic to the peer still hits its own trap (ESP template, the per-peer conn's
+        assert client.ike_sa_counts()["authenticated"] == 0
+        # Traffic to the peer still hits its own trap (ESP template; the per-peer conn's
         # priority beats the NULL group's): nothing goes out in clear after the failure.
-        policies = ("\n" + netns.run("ip", "-n", client.ns, "xfrm", "policy").stdout).split("\nsrc ")
-        to_peer = [p for p in policies if p.startswith(f"{client.address}/32 dst {server.address}/32")]
-        assert to_peer and all("proto esp" in p for p in to_peer), to_peer
+        xfrm = client.host.run(["ip", "xfrm", "policy"]).stdout
+        blocks = ("\n" + xfrm).split("\nsrc ")
+        to_peer = [b for b in blocks
+                   if b.startswith(f"{client.host.address}/32 dst {server.host.address}/32")]
+        assert to_peer and all("proto esp" in b for b in to_peer), to_peer
