@@ -16,7 +16,7 @@ from pathlib import Path
 
 from oeagent import fsio, proc
 from oeagent.errors import OeagentError
-from oeagent.policy.render import CONF, conn_names
+from oeagent.policy.render import CONF, conn_blocks
 
 log = logging.getLogger(__name__)
 
@@ -85,33 +85,49 @@ def pluto_running(ctlsocket: Path) -> bool:
 
 
 def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str | None) -> str:
-    """Replace oeagent's conns in a running pluto and reread the groups; return pluto's words.
-
-    Raises PolicyError with pluto's complaint when a conn does not load.
-    """
+    """Bring a running pluto to ``new_conf``: replace only the conns that changed (or that
+    pluto does not hold), so SAs of unchanged peers survive; reread the groups; then check
+    that pluto holds every conn. Raises PolicyError with pluto's words when it does not."""
     sock = str(ctlsocket)
-    for name in dict.fromkeys([*conn_names(old_conf), *conn_names(new_conf)]):
+    old, new = conn_blocks(old_conf), conn_blocks(new_conf)
+    held = _loaded(sock, list(new))
+    changed = [n for n in new if old.get(n) != new[n] or n not in held]
+    for name in [*changed, *(n for n in old if n not in new)]:
         proc.run(["ipsec", "whack", "--ctlsocket", sock, "--delete", "--name", name],
                  check=False)
     output = ""
-    if new_conf is not None:
+    if changed:
         with tempfile.TemporaryDirectory(prefix="oeagent-load-") as tmp:
             added = proc.run(["ipsec", "addconn", "--ctlsocket", sock, "--config",
-                              str(_wrapper(Path(tmp), ipsec_dir / CONF)), "--autoall"],
+                              str(_wrapper(Path(tmp), ipsec_dir / CONF)), *changed],
                              check=False, timeout=60)
         output = (added.stdout + added.stderr).strip()
         if added.returncode != 0 or _PLUTO_REFUSED.search(output):
-            raise PolicyError(f"pluto refused the policy: {_last_lines(output)}")
+            detail = _last_lines(output) if output else (
+                f"ipsec addconn exited {added.returncode}; pluto's log says why")
+            raise PolicyError(f"pluto refused {', '.join(changed)}: {detail}")
+        # addconn NAME only adds; on-demand conns need their trap (kernel policy) routed.
+        for name in changed:
+            if "auto=ondemand" in new[name].splitlines():
+                routed = proc.run(["ipsec", "whack", "--ctlsocket", sock, "--route", "--name",
+                                   name], check=False)
+                output += "\n" + (routed.stdout + routed.stderr).strip()
     listen = proc.run(["ipsec", "whack", "--ctlsocket", sock, "--listen"], check=False)
     if listen.returncode != 0:
         raise PolicyError(f"pluto could not reread the groups: {_last_lines(listen.stderr)}")
     # addconn exits 0 even when pluto refuses a conn; ask pluto what it actually holds.
-    status = proc.run(["ipsec", "whack", "--ctlsocket", sock, "--status"], check=False,
-                      timeout=60).stdout
-    missing = [n for n in conn_names(new_conf) if f'"{n}"' not in status]
+    missing = [n for n in new if n not in _loaded(sock, list(new))]
     if missing:
         raise PolicyError(f"pluto did not load {', '.join(missing)}: {_last_lines(output)}")
     return output
+
+
+def _loaded(sock: str, names: list[str]) -> set[str]:
+    if not names:
+        return set()
+    status = proc.run(["ipsec", "whack", "--ctlsocket", sock, "--status"], check=False,
+                      timeout=60).stdout
+    return {n for n in names if f'"{n}"' in status or f'"{n}#' in status}
 
 
 def _last_lines(text: str, count: int = 3) -> str:

@@ -55,7 +55,18 @@ def render(policy: Policy, now: dt.datetime) -> dict[str, str]:
 
 
 def conn_names(conf_text: str | None) -> list[str]:
-    """The conns a rendered oeagent.conf defines (to delete them from pluto on reload)."""
-    if not conf_text:
-        return []
-    return re.findall(r"^conn\s+(\S+)", conf_text, flags=re.MULTILINE)
+    """The conns a rendered oeagent.conf defines."""
+    return list(conn_blocks(conf_text))
+
+
+def conn_blocks(conf_text: str | None) -> dict[str, str]:
+    """Each conn's settings (comments and blank lines dropped), to reload only what changed."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in (conf_text or "").splitlines():
+        match = re.match(r"^conn\s+(\S+)", line)
+        if match:
+            current = blocks.setdefault(match.group(1), [])
+        elif current is not None and line.strip() and not line.lstrip().startswith("#"):
+            current.append(line.strip())
+    return {name: "\n".join(lines) for name, lines in blocks.items()}

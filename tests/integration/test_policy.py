@@ -213,6 +213,14 @@ def test_generated_policy_loads_into_real_pluto(lab: Lab) -> None:
         _wait_for(client, r"established IKE SA; authenticated peer .* using peer certificate "
                           r"'@server.oe.test' issued by CA 'CN=oe5 test root'")
         assert client.ike_sa_counts()["authenticated"] == 1
+        # A later change (one more peer) reloads only what changed: the SA survives, and the
+        # new peer's trap is in the kernel.
+        remember_peer(client.dir / "state", "other.oe.test", "198.51.100.77")
+        done = _policy_cli(client, client_cfg)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert client.ike_sa_counts()["authenticated"] == 1
+        xfrm = client.host.run(["ip", "xfrm", "policy"]).stdout
+        assert f"src {client.host.address}/32 dst 198.51.100.77/32" in xfrm
         # The client that knows nothing asks for NULL OE; pluto 4.10 answers with the
         # responder conn (the certificate), and a NULL-only initiator refuses that and falls
         # back to clear (failureshunt=passthrough), as with libreswan's own LE server model.
@@ -247,7 +255,7 @@ def test_pluto_refusal_restores_the_previous_policy(lab: Lab) -> None:
         _enrolled(node, other)
         refused = _policy_cli(node, bad)
         assert refused.returncode == 1, refused.stdout + refused.stderr
-        assert "pluto did not load oeagent-responder" in refused.stderr
+        assert "pluto refused oeagent-responder" in refused.stderr
         assert "the previous policy is restored and loaded" in refused.stderr
         after = {p: p.read_text() for p in node.ipsec_dir.rglob("*") if p.is_file()}
         assert after == before
