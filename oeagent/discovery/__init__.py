@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from oeagent.config import Config
-from oeagent.discovery.cache import Decision, Entry, PeerCache
+from oeagent.discovery.cache import Decision, Entry, PeerCache, merge
 from oeagent.discovery.lookup import Discoverer, Result
 from oeagent.errors import OeagentError
 from oeagent.state import StateDir
@@ -63,38 +63,41 @@ def discover(
     cfg: Config, peers: Iterable[str], *, as_json_lines: bool = False,
     out: TextIO | None = None, now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Look ``peers`` up, update the cache, and report each peer's decision."""
+    """Look ``peers`` up, update the cache, and report each peer's decision.
+
+    Rows are printed as lookups finish (a long list shows results at once), judged against
+    a snapshot of the cache; the cache itself is updated under the state lock at the end,
+    so the lock is never held while waiting for the network.
+    """
     now = now or dt.datetime.now(dt.UTC)
     out = out or sys.stdout
     peer_list = list(dict.fromkeys(peers))
     progress = sys.stderr.isatty() and len(peer_list) > 1
+    state = StateDir(cfg.state_dir)
+    snapshot = PeerCache(state)
 
     def on_result(result: Result, done: int, total: int) -> None:
+        entry = merge(snapshot.entries.get(result.peer), result, now)
+        r = row(result, entry, now)
         if progress:
-            sys.stderr.write(f"\r{done}/{total} looked up")
+            sys.stderr.write("\r\033[K")
+        out.write((json.dumps(r, sort_keys=True) if as_json_lines else _text(r)) + "\n")
+        out.flush()
+        if progress:
+            sys.stderr.write(f"{done}/{total} looked up")
             sys.stderr.flush()
 
     results = lookup_all(Discoverer(cfg.discovery), peer_list, now, cfg.discovery.concurrency,
                          on_result)
     if progress:
         sys.stderr.write("\n")
-    state = StateDir(cfg.state_dir)
     changed = False
-    rows = []
     with state.lock(cfg.lock_timeout):
         cache = PeerCache(state)
         for result in results:
-            entry, peer_changed = cache.update(result, now)
-            changed |= peer_changed
-            rows.append(row(result, entry, now))
+            changed |= cache.update(result, now)[1]
         cache.save()
-    for r in rows:
-        if as_json_lines:
-            out.write(json.dumps(r, sort_keys=True) + "\n")
-        else:
-            out.write(_text(r) + "\n")
-    out.flush()
-    return {"peers": len(rows), "changed": changed}
+    return {"peers": len(results), "changed": changed}
 
 
 def row(result: Result, entry: Entry, now: dt.datetime) -> dict[str, Any]:

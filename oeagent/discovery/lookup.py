@@ -87,7 +87,7 @@ class Discoverer:
                 fqdn = names.normalize_fqdn(peer)
             except ValueError as exc:
                 return Result(peer, status="invalid", reasons=[f"not a name or address: {exc}"])
-            return self._lookup_name(Result(peer, fqdn), now, reverse=None)
+            return self._lookup_name(Result(fqdn, fqdn), now, reverse=None)
         return self._lookup_address(Result(address), address, now)
 
     def _lookup_address(self, result: Result, address: str, now: dt.datetime) -> Result:
