@@ -133,7 +133,7 @@ class StaticPeer:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    private_or_clear: tuple[str, ...] = ("0.0.0.0/0",)
+    private_or_clear: tuple[str, ...] = ("0.0.0.0/0", "::/0")
     """Ranges that get NULL-authenticated OE (encrypt if the peer speaks IKE, else clear)."""
     clear: tuple[str, ...] = ()
     """Extra never-encrypt exceptions (the ACME CA and DNS servers are added automatically)."""
@@ -518,7 +518,7 @@ def _check_peer(value: str) -> str:
 
 def _build_policy(t: _Table) -> PolicyConfig:
     peers = tuple(StaticPeer(*entry.split()) for entry in t.text_list("peers", _check_peer))
-    default_oe = ("0.0.0.0/0",)  # IPv6 groups: not generated yet (README "OE policy")
+    default_oe = ("0.0.0.0/0", "::/0")
     return PolicyConfig(
         private_or_clear=(
             t.text_list("private_or_clear", _check_cidr) if "private_or_clear" in t.data

@@ -13,7 +13,7 @@ import ipaddress
 import urllib.parse
 from typing import Any
 
-from oeagent import names
+from oeagent import names, proc
 from oeagent.config import Config
 from oeagent.discovery.cache import PeerCache
 from oeagent.discovery.dnsquery import Resolver, query
@@ -55,6 +55,14 @@ def _never_locked_out(cfg: Config, notes: list[str]) -> list[str]:
     return [a for a in dict.fromkeys(addresses) if not ipaddress.ip_address(a).is_loopback]
 
 
+
+def _has_ipv6_default_route() -> bool:
+    """IPv6 conns need ``%defaultroute`` to resolve to an IPv6 address (checked where oeagent
+    runs, which must be pluto's network namespace)."""
+    result = proc.run(["ip", "-6", "route", "show", "default"], check=False)
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
 def desired(cfg: Config, state: StateDir, now: dt.datetime) -> model.Policy:
     """The policy for now; the caller holds the state lock (the cache is read)."""
     notes: list[str] = []
@@ -65,7 +73,7 @@ def desired(cfg: Config, state: StateDir, now: dt.datetime) -> model.Policy:
         block=cfg.policy.block, never_locked_out=_never_locked_out(cfg, notes),
         decisions=decisions,
         static_peers=[(p.fqdn, p.address, p.auth, p.mode) for p in cfg.policy.peers],
-        responder=responder,
+        responder=responder, ipv6=_has_ipv6_default_route(),
     )
     policy.notes[:0] = notes
     return policy

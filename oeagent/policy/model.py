@@ -16,6 +16,9 @@ from pathlib import Path
 from oeagent.discovery.cache import Decision
 
 GROUPS = ("oeagent-clear", "oeagent-block", "oeagent-private-or-clear")
+# A %defaultroute conn has one address family, so each family has its own group conns
+# (tried with pluto 4.10: IPv6 ranges in an IPv4 group conn make the kernel refuse the trap).
+FAMILIES = {"ipv4": "", "ipv6": "-6"}
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -40,10 +43,12 @@ class Responder:
 @dataclass
 class Policy:
     groups: dict[str, list[str]]
+    """Group (conn) name -> CIDRs; IPv6 groups carry the ``-6`` suffix."""
     peers: list[PeerConn] = field(default_factory=list)
     responder: Responder | None = None
     notes: list[str] = field(default_factory=list)
     """Things the operator should know (peers skipped, exceptions that could not be found)."""
+    families: tuple[str, ...] = ("ipv4",)
 
 
 def host_network(address: str) -> str:
@@ -63,9 +68,9 @@ def group_conflicts(groups: Mapping[str, Sequence[str]]) -> list[str]:
     seen: dict[str, str] = {}
     problems = []
     for group, cidrs in groups.items():
-        problems += [f"{c} in {group}: IPv6 groups are not generated yet (pluto 4.10 refuses "
-                     "IPv6 ranges in the IPv4 %defaultroute group conns)"
-                     for c in cidrs if ipaddress.ip_network(c, strict=False).version == 6]
+        family = 6 if group.endswith("-6") else 4
+        problems += [f"{c} is in {group}, a group of the other address family"
+                     for c in cidrs if ipaddress.ip_network(c, strict=False).version != family]
         for cidr in cidrs:
             key = str(ipaddress.ip_network(cidr, strict=False))
             if key in seen and seen[key] != group:
@@ -78,20 +83,32 @@ def conn_name(fqdn: str, index: int) -> str:
     return f"oeagent-peer-{fqdn.replace('.', '_')}-{index}"
 
 
+def family_of(address_or_cidr: str) -> str:
+    return "ipv6" if ipaddress.ip_network(address_or_cidr, strict=False).version == 6 else "ipv4"
+
+
 def build(
     *, null_ranges: Sequence[str], clear: Sequence[str], block: Sequence[str],
     never_locked_out: Sequence[str], decisions: Sequence[Decision],
     static_peers: Sequence[tuple[str, str, str, str]], responder: Responder | None,
+    ipv6: bool = False,
 ) -> Policy:
-    """The desired policy. ``static_peers`` are (fqdn, address, auth, mode) from config."""
-    v4_only = [a for a in never_locked_out if ipaddress.ip_address(a).version == 4]
-    exempt = canonical([*clear, *(host_network(a) for a in v4_only)])
+    """The desired policy. ``static_peers`` are (fqdn, address, auth, mode) from config;
+    ``ipv6``: this host has an IPv6 default route, so IPv6 conns can be generated."""
+    families = ("ipv4", "ipv6") if ipv6 else ("ipv4",)
+    exempt = canonical([*clear, *(host_network(a) for a in never_locked_out)])
     blocked = canonical(block)
-    policy = Policy(groups={
-        "oeagent-clear": exempt,
-        "oeagent-block": [b for b in blocked if b not in exempt],
-        "oeagent-private-or-clear": canonical(null_ranges),
-    })
+    policy = Policy(groups={}, families=families)
+    for family in families:
+        suffix = FAMILIES[family]
+        mine = [c for c in exempt if family_of(c) == family]
+        policy.groups[f"oeagent-clear{suffix}"] = mine
+        policy.groups[f"oeagent-block{suffix}"] = [
+            b for b in blocked if family_of(b) == family and b not in exempt]
+        policy.groups[f"oeagent-private-or-clear{suffix}"] = [
+            c for c in canonical(null_ranges) if family_of(c) == family]
+    if not ipv6 and any(family_of(c) == "ipv6" for c in [*clear, *block, *null_ranges]):
+        policy.notes.append("this host has no IPv6 default route: IPv6 ranges are left out")
     for b in blocked:
         if b in exempt:
             policy.notes.append(f"{b} is both blocked and a never-locked-out exception: clear")
@@ -112,11 +129,9 @@ def build(
             continue
         done.add((fqdn, address))
         ip = ipaddress.ip_address(address)
-        if ip.version == 6:
-            # pluto 4.10 puts IPv6 selectors into the IPv4 %defaultroute conns and the
-            # kernel refuses them (tried in namespaces): IPv6 OE is not generated yet.
-            policy.notes.append(f"{fqdn}: {address} is IPv6; per-peer IPv6 conns are not "
-                                "generated yet")
+        if ip.version == 6 and not ipv6:
+            policy.notes.append(f"{fqdn}: {address} is IPv6 and this host has no IPv6 "
+                                "default route; skipped")
             continue
         if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
             policy.notes.append(f"{fqdn}: {address} cannot be an IPsec peer; skipped")

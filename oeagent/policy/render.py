@@ -12,7 +12,7 @@ import re
 from importlib import resources
 from string import Template
 
-from oeagent.policy.model import Policy
+from oeagent.policy.model import FAMILIES, Policy, family_of
 
 CONF = "oeagent.conf"
 _SAFE = re.compile(r"^[A-Za-z0-9@:._/+-]*$")
@@ -32,9 +32,13 @@ def _sub(tmpl: Template, rendered: dict[str, str] | None = None, **values: str) 
 
 def render(policy: Policy, now: dt.datetime) -> dict[str, str]:
     """Relative path (under the ipsec directory) -> file content."""
+    groups = "".join(
+        _sub(template("groups.conn.tmpl"), family=family, rendered={"suffix": FAMILIES[family]})
+        for family in policy.families
+    )
     peers = "".join(
         _sub(template("peer.conn.tmpl"), name=p.name, fqdn=p.fqdn, address=p.address,
-             auth=p.auth, mode=p.mode, source=p.source,
+             auth=p.auth, mode=p.mode, source=p.source, family=family_of(p.address),
              rendered={"until": p.until.replace("\n", " ")},
              failureshunt="drop" if p.mode == "enforce" else "passthrough")
         for p in policy.peers
@@ -42,11 +46,14 @@ def render(policy: Policy, now: dt.datetime) -> dict[str, str]:
     responder = ""
     if policy.responder is not None:
         r = policy.responder
-        responder = _sub(template("responder.conn.tmpl"), fqdn=r.fqdn, nickname=r.nickname,
-                         auth=r.auth)
+        responder = "".join(
+            _sub(template("responder.conn.tmpl"), fqdn=r.fqdn, nickname=r.nickname, auth=r.auth,
+                 family=family, rendered={"suffix": FAMILIES[family]})
+            for family in policy.families
+        )
     files = {
         CONF: _sub(template(f"{CONF}.tmpl"), generated=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                   rendered={"peers": peers, "responder": responder})
+                   rendered={"groups": groups, "peers": peers, "responder": responder})
     }
     for group, cidrs in policy.groups.items():
         body = "".join(f"{c}\n" for c in cidrs)

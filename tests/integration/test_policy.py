@@ -291,3 +291,22 @@ def test_enforce_peer_refuses_a_valid_certificate_for_another_name(lab: Lab) -> 
         to_peer = [b for b in blocks
                    if b.startswith(f"{client.host.address}/32 dst {server.host.address}/32")]
         assert to_peer and all("proto esp" in b for b in to_peer), to_peer
+
+
+def test_ipv6_null_oe_with_the_generated_policy(lab: Lab) -> None:
+    """IPv6 gets its own group conns (hostaddrfamily=ipv6); pluto loads them and two hosts
+    meet with NULL OE over IPv6 (2001:db8::/64 exists only inside the namespaces)."""
+    with plutos("v6a", "v6b") as nodes:
+        for i, node in enumerate(nodes):
+            node.host.run(["ip", "addr", "add", f"2001:db8::{10 + i}/64", "dev", "eth0", "nodad"])
+            node.host.run(["ip", "-6", "route", "add", "default", "via", "2001:db8::1"])
+            node.start()
+            cfg = _node_config(lab, node, {"policy.private_or_clear": ["198.51.100.0/24",
+                                                                       "2001:db8::/64"]})
+            done = _policy_cli(node, cfg)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "2001:db8::/64" in (node.ipsec_dir / "policies" / "oeagent-private-or-clear-6"
+                                       ).read_text()
+        nodes[0].initiate_oe("2001:db8::10", "2001:db8::11")
+        _wait_for(nodes[0], r"oeagent-private-or-clear-6#2001:db8::/64.*established IKE SA; "
+                            r"authenticated peer using authby=null")

@@ -17,7 +17,7 @@ def test_defaults(tmp_path: Path) -> None:
     cfg = config.parse(BASE, tmp_path)
     assert cfg.discovery.resolver == "127.0.0.1" and cfg.discovery.https_port == 443
     assert cfg.discovery.https_ca_bundle is None and not cfg.discovery.resolver_trusted
-    assert cfg.policy.private_or_clear == ("0.0.0.0/0",) and cfg.policy.responder
+    assert cfg.policy.private_or_clear == ("0.0.0.0/0", "::/0") and cfg.policy.responder
 
 
 def test_values(tmp_path: Path) -> None:

@@ -282,3 +282,26 @@ def test_due_peers() -> None:
     assert cache.due(NOW + dt.timedelta(minutes=10), minute, day) == ["bogus"]
     assert cache.due(NOW + dt.timedelta(minutes=46), minute, day) == ["bogus", "held"]
     assert cache.due(NOW + day, minute, day) == ["bogus", "held", "none"]
+
+
+def test_ipv6_gets_its_own_group_conns_when_the_host_has_an_ipv6_route() -> None:
+    kwargs: dict[str, Any] = dict(
+        null_ranges=["0.0.0.0/0", "::/0"], clear=["2001:db8:53::/48"], block=[],
+        never_locked_out=["192.0.2.53", "2001:db8::53"], decisions=[],
+        static_peers=[("c.example.org", "2001:db8::1", "ecdsa", "testing")],
+        responder=model.Responder("me.example.org", "oeagent", "ecdsa"))
+    without = model.build(**kwargs)
+    assert set(without.groups) == set(model.GROUPS) and not without.peers
+    assert without.groups["oeagent-private-or-clear"] == ["0.0.0.0/0"]
+    assert any("no IPv6 default route" in n for n in without.notes)
+    both = model.build(**kwargs, ipv6=True)
+    assert both.groups["oeagent-private-or-clear-6"] == ["::/0"]
+    assert both.groups["oeagent-clear-6"] == ["2001:db8::53/128", "2001:db8:53::/48"]
+    assert both.groups["oeagent-clear"] == ["192.0.2.53/32"]
+    assert not model.group_conflicts(both.groups)
+    conf = render.render(both, NOW)["oeagent.conf"]
+    for conn in ("oeagent-clear-6", "oeagent-private-or-clear-6", "oeagent-responder-6"):
+        block = conf.split(f"conn {conn}\n", 1)[1].split("\nconn ", 1)[0]
+        assert "hostaddrfamily=ipv6" in block
+    assert "right=2001:db8::1" in conf
+    assert model.group_conflicts({"oeagent-clear": ["::/0"]})  # a range in the wrong family
