@@ -112,9 +112,13 @@ def _apply(cfg: Config, state: StateDir, reporter: Reporter, dry_run: bool,
     files = render.render(policy, now)
     install.checkconfig(files)
     ipsec_dir = cfg.pluto.ipsec_dir
-    current = install.read_current(ipsec_dir, list(files))
+    # Group files of ours that the new policy no longer has (e.g. IPv6 went away) go too.
+    stale = sorted(f"policies/{f.name}" for f in (ipsec_dir / "policies").glob("oeagent-*")
+                   if f"policies/{f.name}" not in files)
+    target: dict[str, str | None] = {**files, **dict.fromkeys(stale)}
+    current = install.read_current(ipsec_dir, list(target))
     # The generation time changes every run; compare without it to decide "unchanged".
-    changed = _strip(current) != _strip(files)
+    changed = _strip(current) != _strip(target)
     summary = {
         "peers": [p.fqdn + "=" + p.address + ":" + p.mode for p in policy.peers],
         "responder": policy.responder is not None, "changed": changed,
@@ -122,7 +126,7 @@ def _apply(cfg: Config, state: StateDir, reporter: Reporter, dry_run: bool,
     }
     reporter.step("check", "addconn --checkconfig and oeagent's checks passed")
     if dry_run:
-        text = install.diff(current, files) if changed else ""
+        text = install.diff(current, target) if changed else ""
         reporter.step("diff", text or "no change", diff=text)
         return {**summary, "dry_run": True, "diff": text}
     if not changed:
@@ -130,8 +134,9 @@ def _apply(cfg: Config, state: StateDir, reporter: Reporter, dry_run: bool,
         return summary
     backup_dir = state.root / "policy-backup"
     state.write_json(backup_dir / "files.json", {"files": current})
-    install.write_files(ipsec_dir, dict(files))
-    reporter.step("install", f"wrote {', '.join(sorted(files))} under {ipsec_dir}")
+    install.write_files(ipsec_dir, target)
+    removed = f"; removed {', '.join(stale)}" if stale else ""
+    reporter.step("install", f"wrote {', '.join(sorted(files))} under {ipsec_dir}{removed}")
     if not install.pluto_running(cfg.pluto.ctlsocket):
         reporter.step("pluto", "pluto is not running; it loads the policy when it starts")
         return summary

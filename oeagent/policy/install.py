@@ -37,11 +37,11 @@ def read_current(ipsec_dir: Path, names: list[str]) -> dict[str, str | None]:
     return out
 
 
-def diff(old: dict[str, str | None], new: dict[str, str]) -> str:
+def diff(old: dict[str, str | None], new: dict[str, str | None]) -> str:
     chunks: list[str] = []
     for name in sorted(new):
         before = (old.get(name) or "").splitlines(keepends=True)
-        after = new[name].splitlines(keepends=True)
+        after = (new[name] or "").splitlines(keepends=True)
         chunks += difflib.unified_diff(before, after, f"a/{name}", f"b/{name}")
     return "".join(chunks)
 

@@ -310,3 +310,21 @@ def test_ipv6_null_oe_with_the_generated_policy(lab: Lab) -> None:
         nodes[0].initiate_oe("2001:db8::10", "2001:db8::11")
         _wait_for(nodes[0], r"oeagent-private-or-clear-6#2001:db8::/64.*established IKE SA; "
                             r"authenticated peer using authby=null")
+
+
+def test_group_files_no_longer_generated_are_removed(
+    make_lab_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import oeagent.policy as policy_module
+
+    cfg = config_module.load(make_lab_config())
+    monkeypatch.setattr(policy_module, "_has_ipv6_default_route", lambda: True)
+    apply(cfg, Reporter(stream=io.StringIO()), now=NOW)
+    six = cfg.pluto.ipsec_dir / "policies" / "oeagent-private-or-clear-6"
+    assert six.read_text().splitlines()[1:] == ["::/0"]
+    monkeypatch.setattr(policy_module, "_has_ipv6_default_route", lambda: False)
+    dry = apply(cfg, Reporter(stream=io.StringIO()), dry_run=True, now=NOW)
+    assert "-::/0" in dry["diff"] and "conn oeagent-private-or-clear-6" in dry["diff"]
+    apply(cfg, Reporter(stream=io.StringIO()), now=NOW)
+    assert not six.exists()
+    assert "oeagent-private-or-clear-6" not in (cfg.pluto.ipsec_dir / "oeagent.conf").read_text()
