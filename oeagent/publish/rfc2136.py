@@ -150,6 +150,16 @@ class Rfc2136Backend(Backend):
                 raise
             done.append((zone, updates))
         self._remember(wanted)
+        # An inline-signing primary acknowledges an update a few ms before it serves it;
+        # wait for the authoritative answer so a re-plan (or a verify) sees the new state.
+        for change in changes:
+            if change.add:
+                dnsupdate.wait_for(self.server, *change.key, {r.to_text() for r in change.add},
+                                   present=True, timeout=self.server.timeout)
+            if change.delete:
+                dnsupdate.wait_for(self.server, *change.key,
+                                   {r.to_text() for r in change.delete}, present=False,
+                                   timeout=self.server.timeout)
 
     def _undo(self, done: list[tuple[dns.name.Name, list[dnsupdate.Change]]]) -> None:
         for zone, updates in reversed(done):
