@@ -32,6 +32,8 @@ INSECURE_CHILD = f"insecure.{ZONE}"
 BOGUS_CHILD = f"bogus.{ZONE}"
 LAME_CHILD = f"lame.{ZONE}"
 LAME_NS_ADDRESS = "127.0.0.99"
+# A zone that refuses every update (no update-policy): publishing there must fail cleanly.
+LOCKED_ZONE = "locked.test"
 # A well-formed DS (key tag 1, ECDSA P-256, SHA-256) whose digest matches no key.
 _BOGUS_DS = f"1 13 2 {'5A' * 32}"
 TSIG_KEY_NAME = "oeagent-lab"
@@ -93,7 +95,8 @@ def _zone_text(zone: str) -> str:
 
 
 # (zone, signed) for every zone this BIND serves.
-SERVED_ZONES = ((ZONE, True), (PLAIN_ZONE, False), (INSECURE_CHILD, False), (BOGUS_CHILD, True))
+SERVED_ZONES = ((ZONE, True), (PLAIN_ZONE, False), (INSECURE_CHILD, False), (BOGUS_CHILD, True),
+                (LOCKED_ZONE, False))
 
 
 def write_config(bind_dir: Path, port: int, tsig_key_file: Path) -> Path:
@@ -105,13 +108,15 @@ def write_config(bind_dir: Path, port: int, tsig_key_file: Path) -> Path:
     for zone, signed in SERVED_ZONES:
         (bind_dir / f"{zone}.zone").write_text(_zone_text(zone))
         signing = '    dnssec-policy "lab";\n    inline-signing yes;\n' if signed else ""
+        updates = (f"    update-policy {{ grant {TSIG_KEY_NAME} zonesub ANY; }};\n"
+                   if zone != LOCKED_ZONE else "    allow-update { none; };\n")
         zones.append(
             f'zone "{zone}" {{\n'
             "    type primary;\n"
             f'    file "{bind_dir}/{zone}.zone";\n'
             f'    key-directory "{keys_dir}";\n'
             f"{signing}"
-            f"    update-policy {{ grant {TSIG_KEY_NAME} zonesub ANY; }};\n"
+            f"{updates}"
             "};\n"
         )
     conf = bind_dir / "named.conf"
