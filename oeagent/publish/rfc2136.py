@@ -153,11 +153,12 @@ class Rfc2136Backend(Backend):
         # An inline-signing primary acknowledges an update a few ms before it serves it;
         # wait for the authoritative answer so a re-plan (or a verify) sees the new state.
         for change in changes:
+            owner, rdtype = change.key
             if change.add:
-                dnsupdate.wait_for(self.server, *change.key, {r.to_text() for r in change.add},
+                dnsupdate.wait_for(self.server, owner, rdtype, {r.to_text() for r in change.add},
                                    present=True, timeout=self.server.timeout)
             if change.delete:
-                dnsupdate.wait_for(self.server, *change.key,
+                dnsupdate.wait_for(self.server, owner, rdtype,
                                    {r.to_text() for r in change.delete}, present=False,
                                    timeout=self.server.timeout)
 
