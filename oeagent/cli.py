@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="remove the mode none markers now instead of after one max_age")
     unenroll.add_argument("--remove-nss", action="store_true",
                           help="also delete the certificate and key from the NSS database")
+    unenroll.add_argument("--revoke", action="store_true",
+                          help="also revoke the certificate at the CA (implies --remove-nss)")
 
     serve = commands.add_parser(
         "serve",
@@ -188,7 +190,7 @@ def _run_unenroll(args: argparse.Namespace, reporter: Reporter) -> dict[str, obj
     from oeagent.publish.actions import run_unenroll
 
     return run_unenroll(_load_config(args), reporter, purge=args.purge, dry_run=args.dry_run,
-                        remove_nss=args.remove_nss)
+                        remove_nss=args.remove_nss, revoke=args.revoke)
 
 
 def _run_serve(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:

@@ -139,9 +139,14 @@ def run_publish(config: Config, reporter: Reporter, *, dry_run: bool = False,
 
 
 def run_unenroll(config: Config, reporter: Reporter, *, purge: bool = False,
-                 dry_run: bool = False, remove_nss: bool = False,
+                 dry_run: bool = False, remove_nss: bool = False, revoke: bool = False,
                  now: dt.datetime | None = None) -> dict[str, Any]:
-    """``oeagent unenroll``: mode none now, nothing after one max_age (or ``--purge``)."""
+    """``oeagent unenroll``: mode none now, nothing after one max_age (or ``--purge``).
+
+    ``revoke`` implies ``remove_nss``: pluto must not keep presenting a revoked certificate.
+    Both happen after the advertisement is withdrawn, so clients are told first.
+    """
+    remove_nss = remove_nss or revoke
     state = StateDir(config.state_dir)
     now = now or dt.datetime.now(dt.UTC)
     backends = _backends(config, state)
@@ -165,7 +170,20 @@ def run_unenroll(config: Config, reporter: Reporter, *, purge: bool = False,
         ledger.save(state, target.advert if target else None)
         if remove_nss:
             result["nss_removed"] = _remove_from_nss(config, state, reporter)
+        if revoke:
+            result["revoked"] = _revoke(config, state, reporter)
         return _raise_if_not_visible(result)
+
+
+def _revoke(config: Config, state: StateDir, reporter: Reporter) -> str:
+    from oeagent import certstore
+    from oeagent.ca.revoke import revoke_certificate  # the ACME stack only when asked for
+
+    current = certstore.load_current(state)
+    if current is None:
+        raise PublishError("nothing to revoke: no certificate in the state directory")
+    revoke_certificate(config, state, current.cert, reporter)
+    return current.serial_hex
 
 
 def _remove_from_nss(config: Config, state: StateDir, reporter: Reporter) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import dns.name
 import dns.rdatatype
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -267,8 +268,13 @@ def test_unenroll_none_markers_then_purge_after_max_age(lab: Lab, tmp_path: Path
     host = enrolled(lab, tmp_path, overrides={"publish.backends": ["rfc2136", "zonefile"]})
     code, _, err = oeagent(host.config_path, "publish")
     assert code == 0, err
-    code, doc, err = oeagent(host.config_path, "unenroll", "--remove-nss")
+    serial = host.fullchain.parent.name
+    code, doc, err = oeagent(host.config_path, "unenroll", "--revoke")
     assert code == 0, (doc.get("error"), err)
+    assert doc["revoked"] == serial
+    status = requests.get(f"{lab.info.management_url}/cert-status-by-serial/{serial}",
+                          verify=str(lab.info.https_ca_pem), timeout=5)
+    assert status.status_code == 200 and status.json()["Status"] == "Revoked"
     records = our_records(lab, host.name)
     assert not records["tlsa500"] and not records["tlsa4500"] and not records["ipseckey"]
     (txt,) = records["txt"]
