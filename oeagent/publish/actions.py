@@ -23,7 +23,9 @@ from oeagent.report import Reporter
 from oeagent.state import StateDir
 
 
-def _backends(config: Config, state: StateDir) -> list[Backend]:
+def _backends(config: Config, state: StateDir, required: bool = True) -> list[Backend]:
+    if not config.publish.enabled and not required:
+        return []
     if not config.publish.enabled:
         raise PublishError("publishing is not configured: set publish.backends "
                            "(rfc2136, zonefile, wellknown)")
@@ -38,7 +40,8 @@ def _target(config: Config, state: StateDir, ledger: advertise.Ledger, now: dt.d
         return advertise.desired(config, state, now), "advertising the deployed identity"
     if ledger.purged or purge or now >= since + dt.timedelta(seconds=config.publish.max_age):
         return None, f"unenrolled at {ledger.unenrolled_at}; the mode none markers are removed"
-    return (advertise.desired(config, state, now, mode="none", none_since=since),
+    return (advertise.desired(config, state, now, mode="none", none_since=since,
+                              last_auth=ledger.auth),
             f"unenrolled at {ledger.unenrolled_at}: mode none until one max_age has passed")
 
 
@@ -149,30 +152,47 @@ def run_unenroll(config: Config, reporter: Reporter, *, purge: bool = False,
     remove_nss = remove_nss or revoke
     state = StateDir(config.state_dir)
     now = now or dt.datetime.now(dt.UTC)
-    backends = _backends(config, state)
+    backends = _backends(config, state, required=remove_nss)
+    if not backends:
+        reporter.step("unenroll", "publishing is not configured: no advertisement to withdraw")
     if dry_run:
-        ledger = advertise.Ledger.load(state) if state.root.exists() else advertise.Ledger({})
-        ledger.unenrolled_at = ledger.unenrolled_at or now.isoformat()
-        target, why = _target(config, state, ledger, now, purge=purge)
-        reporter.step("unenroll", why)
-        return _run(config, state, backends, target, reporter, dry_run=True)
+        result: dict[str, Any] = {"dry_run": True}
+        if backends:
+            ledger = advertise.Ledger.load(state) if state.root.exists() else advertise.Ledger({})
+            ledger.unenrolled_at = ledger.unenrolled_at or now.isoformat()
+            target, why = _target(config, state, ledger, now, purge=purge)
+            reporter.step("unenroll", why)
+            result = _run(config, state, backends, target, reporter, dry_run=True)
+        if remove_nss:
+            reporter.step("plan", f"would delete '{config.nss.nickname}' from "
+                          f"{config.nss.database}" + (" and revoke it at the CA" if revoke else ""))
+        return result
     with state.lock(config.lock_timeout):
-        ledger = advertise.Ledger.load(state)
-        ledger.unenrolled_at = ledger.unenrolled_at or now.isoformat()
-        # Recorded first: a crash from here on still leaves the host unenrolled, and a rerun
-        # (or `oeagent publish`) carries on withdrawing instead of advertising again.
-        ledger.save(state, None)
-        target, why = _target(config, state, ledger, now, purge=purge)
-        reporter.step("unenroll", why)
-        result = _run(config, state, backends, target, reporter, dry_run=False)
-        ledger.note_pins((), now)
-        ledger.purged = target is None
-        ledger.save(state, target.advert if target else None)
+        result = {"dry_run": False}
+        if backends:
+            result = _withdraw_advertisement(config, state, backends, reporter, purge, now)
         if remove_nss:
             result["nss_removed"] = _remove_from_nss(config, state, reporter)
         if revoke:
             result["revoked"] = _revoke(config, state, reporter)
         return _raise_if_not_visible(result)
+
+
+def _withdraw_advertisement(config: Config, state: StateDir, backends: list[Backend],
+                            reporter: Reporter, purge: bool, now: dt.datetime
+                            ) -> dict[str, Any]:
+    ledger = advertise.Ledger.load(state)
+    ledger.unenrolled_at = ledger.unenrolled_at or now.isoformat()
+    # Recorded first: a crash from here on still leaves the host unenrolled, and a rerun
+    # (or `oeagent publish`) carries on withdrawing instead of advertising again.
+    ledger.save(state, None)
+    target, why = _target(config, state, ledger, now, purge=purge)
+    reporter.step("unenroll", why)
+    result = _run(config, state, backends, target, reporter, dry_run=False)
+    ledger.note_pins((), now)
+    ledger.purged = target is None
+    ledger.save(state, target.advert if target else None)
+    return result
 
 
 def _revoke(config: Config, state: StateDir, reporter: Reporter) -> str:
@@ -183,6 +203,9 @@ def _revoke(config: Config, state: StateDir, reporter: Reporter) -> str:
     if current is None:
         raise PublishError("nothing to revoke: no certificate in the state directory")
     revoke_certificate(config, state, current.cert, reporter)
+    # A revoked certificate must never be deployed again: without a current one, the next
+    # `oeagent enroll` issues a new certificate (and so ends the unenroll).
+    state.current_path.unlink(missing_ok=True)
     return current.serial_hex
 
 

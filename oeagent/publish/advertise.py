@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from oeagent import certstore, keys
-from oeagent.advertisement import Advertisement
+from oeagent.advertisement import AUTH_METHODS, Advertisement
 from oeagent.config import Config
 from oeagent.publish import records
 from oeagent.publish.base import Desired, PublishError
@@ -54,16 +54,22 @@ class Ledger:
     """pin -> ISO time it was first published (kept while it stays advertised)."""
     unenrolled_at: str | None = None
     purged: bool = False
+    auth: str | None = None
+    """The last advertised auth method: mode none needs one after a revoke removed the cert."""
 
     @classmethod
     def load(cls, state: StateDir) -> Ledger:
         raw = state.read_json(ledger_path(state)) or {}
         pins = raw.get("pins") if isinstance(raw.get("pins"), dict) else {}
-        return cls(dict(pins or {}), raw.get("unenrolled_at"), bool(raw.get("purged", False)))
+        auth = raw.get("auth") if raw.get("auth") in AUTH_METHODS else None
+        return cls(dict(pins or {}), raw.get("unenrolled_at"), bool(raw.get("purged", False)),
+                   auth)
 
     def save(self, state: StateDir, advert: Advertisement | None) -> None:
+        if advert is not None:
+            self.auth = advert.auth
         document: dict[str, Any] = {"pins": self.pins, "unenrolled_at": self.unenrolled_at,
-                                    "purged": self.purged}
+                                    "purged": self.purged, "auth": self.auth}
         if advert is not None:
             document.update(id=advert.id, mode=advert.mode, fqdn=advert.fqdn)
         state.write_json(ledger_path(state), document)
@@ -90,7 +96,7 @@ def deployed_certificate(config: Config, state: StateDir) -> certstore.StoredCer
 
 
 def desired(config: Config, state: StateDir, now: dt.datetime, mode: str | None = None,
-            none_since: dt.datetime | None = None) -> Desired:
+            none_since: dt.datetime | None = None, last_auth: str | None = None) -> Desired:
     """The advertisement for the deployed identity; ``mode`` overrides the configured one.
 
     In mode ``none`` nothing is pinned and the document expires one max_age after the host
@@ -99,10 +105,17 @@ def desired(config: Config, state: StateDir, now: dt.datetime, mode: str | None 
     pub = config.publish
     mode = mode or pub.mode
     if mode == "none":
-        # Withdrawing needs no deployed identity (unenroll may have removed it from NSS).
+        # Withdrawing needs no deployed identity (unenroll may have removed it from NSS, or
+        # revoked it); the auth method is then the one last advertised.
         stored = certstore.load_current(state) if state.root.exists() else None
         if stored is None:
-            raise PublishError("nothing was ever enrolled here: no certificate in the state")
+            if last_auth is None:
+                raise PublishError("nothing was ever enrolled here: no certificate in the state")
+            advert = Advertisement(fqdn=config.host.names[0], auth=last_auth, pins=(),
+                                   mode="none", max_age=config.publish.max_age,
+                                   addresses=config.publish.addresses)
+            expires = (none_since or now) + dt.timedelta(seconds=config.publish.max_age)
+            return Desired(advert, (), expires)
         cert = stored
     else:
         cert = deployed_certificate(config, state)

@@ -294,6 +294,14 @@ def test_unenroll_none_markers_then_purge_after_max_age(lab: Lab, tmp_path: Path
     assert all(not values for values in our_records(lab, host.name).values())
     zone_text = (tmp_path / "oe-records.zone").read_text()
     assert "IN TXT" not in zone_text and zone_text.startswith(";;")
+    # The revoked certificate is never deployed again: enroll issues a new one, which ends
+    # the unenroll and advertises the host again.
+    code, doc, err = oeagent(host.config_path, "enroll")
+    assert code == 0, (doc.get("error"), err)
+    assert doc["issued"] is True and doc["certificate"]["serial"] != serial
+    assert doc["publish"]["advertisement"]["mode"] == "enforce"
+    (txt,) = our_records(lab, host.name)["txt"]
+    assert parse_txt(txt.strip('"')).mode == "enforce"
 
 
 def test_publish_needs_a_deployed_certificate(make_lab_config: object) -> None:
