@@ -7,6 +7,7 @@ never from oeagent's own account of what it did.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import shutil
 import ssl
@@ -25,6 +26,7 @@ from lab.procs import free_ports
 from oeagent import config as config_module
 from oeagent import keys, publish
 from oeagent.advertisement import parse_document, parse_txt
+from oeagent.errors import DnsUpdateError
 from oeagent.publish import advertise, https
 from oeagent.state import StateDir
 from tests.integration.publish_support import (
@@ -39,6 +41,7 @@ from tests.integration.publish_support import (
     soa_serial,
     tlsa_pin,
     validated,
+    wait_until,
 )
 
 pytestmark = pytest.mark.lab
@@ -325,3 +328,38 @@ def test_zone_names_are_found_by_soa_walk(lab: Lab, make_lab_config: object) -> 
     assert dns.name.from_text(name).is_subdomain(dns.name.from_text("plain.test"))
     assert not authoritative(lab, f"_oe.{name}", "TXT")
     assert dns.rdatatype.TXT  # keep the import honest
+
+
+def _reverse_backend(make_lab_config: object, name: str, address: str) -> publish.Backend:
+    path = make_lab_config({"host.names": [name], "publish.backends": ["rfc2136"],  # type: ignore[operator]
+                            "publish.addresses": [address], "publish.reverse": True,
+                            "challenge.dns.zone": None})
+    cfg = config_module.load(path)
+    return publish.make("rfc2136", cfg, StateDir(cfg.state_dir))
+
+
+def test_ipseckey_at_the_reverse_name_too(lab: Lab, make_lab_config: object) -> None:
+    name = fresh_name(lab)
+    backend = _reverse_backend(make_lab_config, name, "192.0.2.10")
+    want = desired(name, new_key())
+    want = dataclasses.replace(want, advert=dataclasses.replace(want.advert,
+                                                                addresses=("192.0.2.10",)))
+    backend.apply(backend.plan(want))
+    secure, reverse = validated(lab, "10.2.0.192.in-addr.arpa", "IPSECKEY")
+    assert secure and reverse == {r for r in authoritative(lab, name, "IPSECKEY")}
+    assert backend.verify(want, 15).ok
+    backend.withdraw()
+    assert not authoritative(lab, "10.2.0.192.in-addr.arpa", "IPSECKEY")
+
+
+def test_a_refused_reverse_zone_undoes_the_forward_zone(lab: Lab, make_lab_config: object) -> None:
+    name = fresh_name(lab)
+    backend = _reverse_backend(make_lab_config, name, "198.51.100.7")
+    want = desired(name, new_key())
+    want = dataclasses.replace(want, advert=dataclasses.replace(want.advert,
+                                                                addresses=("198.51.100.7",)))
+    with pytest.raises(DnsUpdateError, match="REFUSED") as info:
+        backend.apply(backend.plan(want))
+    assert "100.51.198.in-addr.arpa" in str(info.value)
+    # oe.test took its part of the change first; it was undone when the reverse zone refused.
+    assert wait_until(lambda: all(not v for v in our_records(lab, name).values()), 5)
