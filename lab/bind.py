@@ -35,9 +35,10 @@ LAME_NS_ADDRESS = "127.0.0.99"
 # A zone that refuses every update (no update-policy): publishing there must fail cleanly.
 LOCKED_ZONE = "locked.test"
 # Reverse zones for IPSECKEY at reverse names (RFC 4025): a signed one, anchored in unbound
-# like oe.test, for 192.0.2.0/24, and one refusing updates for 198.51.100.0/24.
+# like oe.test, for 192.0.2.0/24, and one refusing updates for 203.0.113.0/24
+# (198.51.100.0/24 is left to the namespaced hosts of the end-to-end lab).
 REVERSE_ZONE = "2.0.192.in-addr.arpa"
-LOCKED_REVERSE_ZONE = "100.51.198.in-addr.arpa"
+LOCKED_REVERSE_ZONE = "113.0.203.in-addr.arpa"
 LOCKED_ZONES = (LOCKED_ZONE, LOCKED_REVERSE_ZONE)
 # Signed zones whose trust anchor (DS) unbound is given directly: they have no signed parent.
 ANCHORED_ZONES = (ZONE, REVERSE_ZONE)

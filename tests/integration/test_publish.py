@@ -354,12 +354,12 @@ def test_ipseckey_at_the_reverse_name_too(lab: Lab, make_lab_config: object) -> 
 
 def test_a_refused_reverse_zone_undoes_the_forward_zone(lab: Lab, make_lab_config: object) -> None:
     name = fresh_name(lab)
-    backend = _reverse_backend(make_lab_config, name, "198.51.100.7")
+    backend = _reverse_backend(make_lab_config, name, "203.0.113.7")
     want = desired(name, new_key())
     want = dataclasses.replace(want, advert=dataclasses.replace(want.advert,
-                                                                addresses=("198.51.100.7",)))
+                                                                addresses=("203.0.113.7",)))
     with pytest.raises(DnsUpdateError, match="REFUSED") as info:
         backend.apply(backend.plan(want))
-    assert "100.51.198.in-addr.arpa" in str(info.value)
+    assert "113.0.203.in-addr.arpa" in str(info.value)
     # oe.test took its part of the change first; it was undone when the reverse zone refused.
     assert wait_until(lambda: all(not v for v in our_records(lab, name).values()), 5)
