@@ -11,10 +11,14 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from oeagent import __version__
 from oeagent.errors import EX_SOFTWARE, OeagentError
 from oeagent.report import Reporter
+
+if TYPE_CHECKING:
+    from oeagent.config import Config
 
 log = logging.getLogger("oeagent")
 
@@ -23,10 +27,8 @@ _NOT_BUILT_YET = {
     "renew": "renew what is due (and --force); the long-running agent uses the same path",
     "run": "the long-running agent that renews, publishes and refreshes on a schedule",
     "status": "show what is enrolled, deployed and published, and when it renews",
-    "publish": "advertise OE support in DNSSEC records and a well-known HTTPS document",
     "discover": "find which peers advertise OE, trusting only DNSSEC or PKIX-validated HTTPS",
     "policy": "write libreswan's OE policy: authenticated where advertised, NULL elsewhere",
-    "unenroll": "withdraw advertisements, then remove the identity from NSS",
 }
 
 EX_NOT_IMPLEMENTED = 3
@@ -79,10 +81,59 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what would be done; contact nobody, change nothing",
     )
 
+    publish = commands.add_parser(
+        "publish",
+        help="advertise OE support in DNSSEC records and a well-known HTTPS document",
+        description=(
+            "Derive the advertisement from the deployed certificate and key, bring every "
+            "configured backend (publish.backends) in line with it, then verify from the "
+            "outside: DNS through the validating resolver with the AD bit, the document "
+            "over HTTPS."
+        ),
+    )
+    _global_options(publish, in_subcommand=True)
+    what = publish.add_mutually_exclusive_group()
+    what.add_argument("--dry-run", action="store_true",
+                      help="print the plan as a diff; change nothing")
+    what.add_argument("--verify", action="store_true",
+                      help="only check what clients see; change nothing")
+
+    unenroll = commands.add_parser(
+        "unenroll",
+        help="withdraw the advertisement (mode none), then optionally the identity",
+        description=(
+            "Withdraw the TLSA and IPSECKEY records at once and publish mode none (TXT and "
+            "document) so caching clients release this host; run again after one max_age "
+            "(or with --purge) to remove those markers too."
+        ),
+    )
+    _global_options(unenroll, in_subcommand=True)
+    unenroll.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    unenroll.add_argument("--purge", action="store_true",
+                          help="remove the mode none markers now instead of after one max_age")
+    unenroll.add_argument("--remove-nss", action="store_true",
+                          help="also delete the certificate and key from the NSS database")
+    unenroll.add_argument("--revoke", action="store_true",
+                          help="also revoke the certificate at the CA (implies --remove-nss)")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve /.well-known/oe-ipsec over HTTPS with the enrolled certificate",
+        description=(
+            "A small HTTPS responder for hosts without a web server: answers "
+            "/.well-known/oe-ipsec with the document `oeagent publish` keeps current "
+            "(publish.wellknown.mode = 'serve'). Runs until SIGTERM."
+        ),
+    )
+    _global_options(serve, in_subcommand=True)
+    serve.add_argument("--listen", metavar="ADDRESS",
+                       help="default: publish.wellknown.listen_address")
+    serve.add_argument("--port", type=int, help="default: publish.wellknown.port")
+
     for name, summary in _NOT_BUILT_YET.items():
         sub = commands.add_parser(name, help=f"{summary} (not built yet)", description=summary)
         _global_options(sub, in_subcommand=True)
-        if name in ("renew", "publish", "policy", "unenroll"):
+        if name in ("renew", "policy"):
             sub.add_argument("--dry-run", action="store_true", help="change nothing")
         if name == "renew":
             sub.add_argument("--force", action="store_true", help="renew even if not due")
@@ -107,11 +158,52 @@ def _run_enroll(args: argparse.Namespace, reporter: Reporter) -> dict[str, objec
     cfg = config_module.load(config_module.config_path_from(args.config))
     from oeagent.enroll import enroll
 
-    return enroll(cfg, reporter, force=args.force, dry_run=args.dry_run).as_dict()
+    result = enroll(cfg, reporter, force=args.force, dry_run=args.dry_run)
+    document = result.as_dict()
+    if cfg.publish.enabled and not args.dry_run:
+        from oeagent.publish.actions import run_publish
+
+        try:
+            document["publish"] = run_publish(cfg, reporter, resume=result.issued)
+        except OeagentError as exc:
+            # Say that the certificate part worked; keep the failure's exit status.
+            failure = type(exc)(f"enrolled, but publishing failed: {exc}")
+            failure.exit_code = exc.exit_code
+            raise failure from exc
+    return document
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    from oeagent import config as config_module
+
+    return config_module.load(config_module.config_path_from(args.config))
+
+
+def _run_publish(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent.publish.actions import run_publish
+
+    return run_publish(_load_config(args), reporter, dry_run=args.dry_run,
+                       verify_only=args.verify)
+
+
+def _run_unenroll(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent.publish.actions import run_unenroll
+
+    return run_unenroll(_load_config(args), reporter, purge=args.purge, dry_run=args.dry_run,
+                        remove_nss=args.remove_nss, revoke=args.revoke)
+
+
+def _run_serve(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent.publish.serve import serve
+
+    return serve(_load_config(args), reporter, listen=args.listen, port=args.port)
 
 
 _ACTIONS: dict[str, Callable[[argparse.Namespace, Reporter], dict[str, object]]] = {
     "enroll": _run_enroll,
+    "publish": _run_publish,
+    "unenroll": _run_unenroll,
+    "serve": _run_serve,
 }
 
 

@@ -7,6 +7,7 @@ operator fixes a config in one pass. Secrets are not in the TOML; see ``oeagent.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable
@@ -101,6 +102,59 @@ class PlutoConfig:
     ipsec_dir: Path = Path("/etc/ipsec.d")
 
 
+PUBLISH_BACKENDS = ("rfc2136", "zonefile", "wellknown")
+PUBLISH_MODES = ("testing", "enforce")
+
+
+@dataclass(frozen=True)
+class PublishDnsConfig:
+    """RFC 2136 target for the advertisement; unset keys take [challenge.dns]'s values."""
+
+    server: str = "127.0.0.1"
+    port: int = 53
+    zone: str | None = None
+    tsig_key_name: str = "oeagent"
+    tsig_algorithm: str = "hmac-sha256"
+    tsig_secret: Secret | None = None
+    ttl: int = 300
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class PublishWellKnownConfig:
+    mode: str = "webroot"
+    """``webroot`` (the host's web server serves it) or ``serve`` (``oeagent serve``)."""
+    webroot: Path | None = None
+    listen_address: str = "::"
+    port: int = 443
+    """The HTTPS port clients use: where ``serve`` listens and where verification connects."""
+    ca_bundle: Path | None = None
+    """Roots trusted when verifying the document over HTTPS (default: the system store)."""
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    backends: tuple[str, ...] = ()
+    """Empty: publishing is not configured (enroll does not publish)."""
+    mode: str = "enforce"
+    max_age: int = 86_400
+    addresses: tuple[str, ...] = ()
+    """Addresses to advertise (default: host.addresses)."""
+    reverse: bool = False
+    """Also publish IPSECKEY at the reverse names of the addresses (you control that zone)."""
+    resolver: str = "127.0.0.1"
+    """The validating resolver used to verify (loopback only: its AD bit is trusted)."""
+    resolver_port: int = 53
+    verify_timeout: float = 60.0
+    dns: PublishDnsConfig = field(default_factory=PublishDnsConfig)
+    zonefile: Path | None = None
+    wellknown: PublishWellKnownConfig = field(default_factory=PublishWellKnownConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.backends)
+
+
 @dataclass(frozen=True)
 class Config:
     host: HostConfig
@@ -111,6 +165,7 @@ class Config:
     challenge: ChallengeConfig = field(default_factory=ChallengeConfig)
     nss: NssConfig = field(default_factory=NssConfig)
     pluto: PlutoConfig = field(default_factory=PlutoConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     source: Path | None = None
 
 
@@ -426,7 +481,75 @@ def _build(reader: _Reader) -> Config | None:
         challenge=challenge,
         nss=nss,
         pluto=pluto,
+        publish=_build_publish(reader, host, dns),
     )
+
+
+def _check_loopback(value: str) -> str:
+    address = names.normalize_ip(value)
+    if not ipaddress.ip_address(address).is_loopback:
+        raise ValueError(
+            f"{address} is not a loopback address: the AD bit is only trusted from a "
+            "validating resolver on this host (RFC 4035 §4.9.3)"
+        )
+    return address
+
+
+def _build_publish(reader: _Reader, host: HostConfig, challenge_dns: DnsChallengeConfig
+                   ) -> PublishConfig:
+    """The [publish] section; [publish.dns] keys default to those of [challenge.dns]."""
+    pub_t = reader.root.table("publish")
+    backends = pub_t.text_list("backends", _check_backend)
+    dns_t = pub_t.table("dns")
+    dns = PublishDnsConfig(
+        server=dns_t.text("server", challenge_dns.server, names.normalize_ip),
+        port=dns_t.integer("port", challenge_dns.port, 1, 65535),
+        zone=dns_t.optional_text("zone", names.normalize_fqdn) or challenge_dns.zone,
+        tsig_key_name=dns_t.text("tsig_key_name", challenge_dns.tsig_key_name, _check_key_name),
+        tsig_algorithm=dns_t.choice("tsig_algorithm", challenge_dns.tsig_algorithm,
+                                    TSIG_ALGORITHMS),
+        tsig_secret=dns_t.secret("tsig_secret_file") or challenge_dns.tsig_secret,
+        ttl=dns_t.integer("ttl", 300, 0, 86400),
+        timeout=dns_t.number("timeout", 10.0, 1, 120),
+    )
+    if "rfc2136" in backends and dns.tsig_secret is None and not any(
+        "tsig_secret_file" in p for p in reader.problems
+    ):
+        reader.problem("publish.dns.tsig_secret_file",
+                       "is required for the rfc2136 backend (or set challenge.dns's)")
+    wk_t = pub_t.table("wellknown")
+    wellknown = PublishWellKnownConfig(
+        mode=wk_t.choice("mode", "webroot", ("webroot", "serve")),
+        webroot=wk_t.path_value("webroot", None),
+        listen_address=wk_t.text("listen_address", "::", names.normalize_ip),
+        port=wk_t.integer("port", 443, 1, 65535),
+        ca_bundle=wk_t.path_value("ca_bundle", None, must_exist=True),
+    )
+    if "wellknown" in backends and wellknown.mode == "webroot" and wellknown.webroot is None:
+        reader.problem("publish.wellknown.webroot", "is required when mode = 'webroot'")
+    zonefile = pub_t.path_value("zonefile", None)
+    if "zonefile" in backends and zonefile is None:
+        reader.problem("publish.zonefile", "is required for the zonefile backend")
+    addresses = pub_t.text_list("addresses", names.normalize_ip) or host.addresses
+    return PublishConfig(
+        backends=backends,
+        mode=pub_t.choice("mode", "enforce", PUBLISH_MODES),
+        max_age=pub_t.integer("max_age", 86_400, 60, 31_557_600),
+        addresses=addresses,
+        reverse=pub_t.boolean("reverse", False),
+        resolver=pub_t.text("resolver", "127.0.0.1", _check_loopback),
+        resolver_port=pub_t.integer("resolver_port", 53, 1, 65535),
+        verify_timeout=pub_t.number("verify_timeout", 60.0, 1, 3600),
+        dns=dns,
+        zonefile=zonefile,
+        wellknown=wellknown,
+    )
+
+
+def _check_backend(value: str) -> str:
+    if value not in PUBLISH_BACKENDS:
+        raise ValueError(f"unknown backend {value!r}; choose from {', '.join(PUBLISH_BACKENDS)}")
+    return value
 
 
 def _check_key_name(value: str) -> str:
