@@ -14,7 +14,7 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 
-from acme import crypto_util
+from acme import crypto_util, messages
 from cryptography import x509
 
 from oeagent.ca import order
@@ -56,6 +56,23 @@ def make_csr(config: Config, cert_key: PrivateKey) -> bytes:
                                 ipaddrs=addresses or None)
 
 
+def order_replacing(client: AriClient, csr: bytes, profile: str | None, replaces: str | None,
+                    action: str, reporter: Reporter) -> tuple[messages.OrderResource, str | None]:
+    """newOrder with ``replaces``; if the CA answers ``alreadyReplaced`` (another order already
+    claimed that certificate, RFC 9773 §5), once more without it. Returns what was sent."""
+    url = client.directory["newOrder"]
+    try:
+        with translated(action, url):
+            return client.new_order(csr, profile=profile, replaces=replaces), replaces
+    except AcmeError as exc:
+        if exc.code != "alreadyReplaced" or not replaces:
+            raise
+    reporter.step("order", f"the CA says {replaces} was already replaced; ordering without "
+                  "'replaces'", level="warning")
+    with translated(action, url):
+        return client.new_order(csr, profile=profile), None
+
+
 def fetch_renewal_info(config: Config, cert: x509.Certificate,
                        now: dt.datetime | None = None) -> RenewalInfo | None:
     """The CA's renewalInfo for ``cert`` (RFC 9773), or None when its directory has none."""
@@ -87,18 +104,7 @@ def issue_certificate(config: Config, state: StateDir, cert_key: PrivateKey,
     identifiers = [*config.host.names, *config.host.addresses]
     csr = make_csr(config, cert_key)
     action = f"create an order for {', '.join(identifiers)}"
-    try:
-        with translated(action, directory["newOrder"]):
-            orderr = client.new_order(csr, profile=profile, replaces=replaces)
-    except AcmeError as exc:
-        if exc.code != "alreadyReplaced" or not replaces:
-            raise
-        # Another order already claimed this certificate (RFC 9773 §5): order without it.
-        reporter.step("order", f"the CA says {replaces} was already replaced; ordering "
-                      "without 'replaces'", level="warning")
-        replaces = None
-        with translated(action, directory["newOrder"]):
-            orderr = client.new_order(csr, profile=profile)
+    orderr, replaces = order_replacing(client, csr, profile, replaces, action, reporter)
     deadline = order.order_deadline(acme.order_timeout)
     reporter.step("order", f"order created for {', '.join(identifiers)}", order=orderr.uri,
                   identifiers=identifiers, profile=profile, replaces=replaces)

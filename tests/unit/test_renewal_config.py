@@ -1,0 +1,63 @@
+"""The [renewal], [hooks] and [rollover] config sections, and the sd_notify protocol."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oeagent import config as config_module
+from oeagent import sdnotify
+from oeagent.errors import ConfigError
+
+
+def parse(extra: dict[str, Any]) -> config_module.Config:
+    return config_module.parse({"host": {"names": ["a.example"]}, **extra}, base_dir=Path("/"))
+
+
+def test_defaults_and_durations() -> None:
+    cfg = parse({})
+    assert cfg.renewal.ari and cfg.renewal.retry_initial == 60 and cfg.hooks.post_deploy == ()
+    assert cfg.rollover.key_lifetime == 0
+    cfg = parse({"renewal": {"retry_initial": "90s", "retry_max": "2h", "check_interval": "1h"},
+                 "rollover": {"key_lifetime": "365d", "announce": "2d"}})
+    assert (cfg.renewal.retry_initial, cfg.renewal.retry_max) == (90, 7200)
+    assert cfg.rollover.key_lifetime == 365 * 86400 and cfg.rollover.announce == 2 * 86400
+
+
+def test_every_problem_reported_with_its_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse({"renewal": {"retry_initial": "soon", "jitter": 0.9, "bogus": 1},
+               "hooks": {"post_deploy": ["systemctl reload x", [], ["relative", "x"]]},
+               "rollover": {"key_lifetime": "1d", "announce": "2d"}})
+    text = str(info.value)
+    for key in ("renewal.retry_initial", "renewal.jitter", "renewal.bogus",
+                "hooks.post_deploy[0]", "hooks.post_deploy[1]", "hooks.post_deploy[2]",
+                "rollover.announce"):
+        assert key in text, key
+    assert "never run through a shell" in text
+
+
+def test_hooks_are_argument_lists() -> None:
+    cfg = parse({"hooks": {"post_deploy": [["/usr/bin/touch", "/tmp/x y"]], "timeout": 5}})
+    assert cfg.hooks.post_deploy == (("/usr/bin/touch", "/tmp/x y"),)
+
+
+def test_sd_notify_sends_datagrams_and_is_silent_outside_systemd(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert sdnotify.notify("READY=1") is False
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        assert sdnotify.notify("READY=1", "STATUS=running")
+        assert sock.recv(100) == b"READY=1\nSTATUS=running"
+    monkeypatch.setenv("WATCHDOG_USEC", "10000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert sdnotify.watchdog_interval() == 5
+    monkeypatch.setenv("WATCHDOG_PID", "1")
+    assert sdnotify.watchdog_interval() is None
