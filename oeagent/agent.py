@@ -138,8 +138,10 @@ class Agent:
 
     # ---- signals --------------------------------------------------------------------------
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        first = self.stop_signal is None
         self.stop_signal = signal.Signals(signum).name
-        if self.in_job and self.critical_depth == 0:
+        # Abandon the job once; a second signal while it unwinds must not interrupt cleanup.
+        if first and self.in_job and self.critical_depth == 0:
             raise Shutdown(self.stop_signal)
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
