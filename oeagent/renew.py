@@ -168,6 +168,7 @@ def _issue(config: Config, state: StateDir, reporter: Reporter,
     result, ran = deploy_and_run_hooks(
         config, state, stored, key, reporter, event="renew",
         previous_serial=current.serial_hex if current else None, critical=critical)
+    keyroll.prepare(config, state, reporter, now)  # a new key's lifetime starts at its first use
     extra["next_check"] = _schedule_new(config, state, stored, now).isoformat()
     return EnrollResult(True, reason, stored.summary(), result, hooks=ran,
                         extra=extra).raise_for_hooks()
