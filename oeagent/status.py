@@ -9,6 +9,7 @@ Anything else is listed under ``attention`` and makes the command exit 1.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import stat
 from typing import Any
 
@@ -46,10 +47,15 @@ def _pluto(config: Config, cert: certstore.StoredCertificate | None) -> dict[str
         return {"reachable": False, "detail": str(exc)}
     if done.returncode != 0:
         return {"reachable": False, "detail": (done.stderr or done.stdout).strip()[-200:]}
-    # pluto lists the end certificates it can use, by nickname, with their expiry.
-    listed = config.nss.nickname in done.stdout
-    return {"reachable": True, "has_certificate": listed,
-            "detail": "pluto lists the nickname" if listed else "pluto does not list it"}
+    # pluto lists the end certificates it has, by nickname, with their serial numbers.
+    found = re.search(rf'End certificate "{re.escape(config.nss.nickname)}" - SN: 0x([0-9a-fA-F]+)',
+                      done.stdout)
+    serial = format(int(found.group(1), 16), "x") if found else None
+    exact = cert is not None and serial == cert.serial_hex
+    detail = ("pluto has this certificate loaded" if exact else
+              f"pluto has certificate {serial}, not the current one" if serial else
+              f"pluto has no certificate '{config.nss.nickname}'")
+    return {"reachable": True, "has_certificate": exact, "serial": serial, "detail": detail}
 
 
 def collect(config: Config, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -100,6 +106,8 @@ def collect(config: Config, now: dt.datetime | None = None) -> dict[str, Any]:
         attention.append("the certificate will lapse before the next attempt")
     report["nss"] = _nss(config, current, attention)
     report["pluto"] = _pluto(config, current)
+    if report["pluto"]["reachable"] and not report["pluto"]["has_certificate"]:
+        attention.append(report["pluto"]["detail"])
     cur, nxt = keyroll.current_and_next_keys(state, now)
     report["keys"] = {"current": cur.as_dict() if cur else None,
                       "next": nxt.as_dict() if nxt else None}
