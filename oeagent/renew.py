@@ -46,6 +46,10 @@ def next_check(config: Config, record: renewstate.RenewalRecord,
         candidates.append(decision.renew_after)
     if record.ari is not None:
         candidates.append(record.ari.next_check)
+    current_key, upcoming_key = keyroll.current_and_next_keys(StateDir(config.state_dir), now)
+    key_due = keyroll.next_key_due(config, current_key) if upcoming_key is None else None
+    if key_due is not None:
+        candidates.append(key_due)  # make the next key on time, to announce it long enough
     return max(min(candidates), now)
 
 

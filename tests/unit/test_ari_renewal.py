@@ -261,3 +261,23 @@ def test_ca_double_409_already_replaced_becomes_a_problem_with_retry_after() -> 
     with pytest.raises(AcmeError) as wrapped, translated("order", "https://ca.test/order"):
         raise info.value
     assert wrapped.value.code == "alreadyReplaced" and wrapped.value.retry_after == 120
+
+
+def test_failed_renewal_that_would_lapse_says_so_loudly(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    from oeagent.renew import _record_failure
+    from oeagent.report import Reporter
+
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    cert = stored(make_cert(lifetime=dt.timedelta(hours=1), not_before=NOW - dt.timedelta(
+        minutes=50)))
+    reporter = Reporter(as_json=True)
+    rate_limited = AcmeError("too many certificates", code="rateLimited", retry_after=3600.0)
+    _record_failure(cfg(), state, cert, rate_limited, NOW, random.Random(0), reporter)
+    record = renewstate.load(state)
+    assert record.failures == 1 and record.next_attempt == NOW + dt.timedelta(hours=1)
+    assert record.last_failure is not None and record.last_failure.code == "rateLimited"
+    assert [s.name for s in reporter.steps] == ["backoff", "lapse"]
+    assert "WILL LAPSE" in reporter.steps[-1].message
+    assert any(r.levelname == "CRITICAL" and "WILL LAPSE" in r.message for r in caplog.records)
