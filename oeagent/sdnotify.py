@@ -24,7 +24,9 @@ def notify(*fields: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.connect(address)
-            sock.sendall("\n".join(fields).encode("utf-8"))
+            # Never block: a notification socket nobody reads must not stall the agent
+            # (a stuck WATCHDOG=1 would otherwise also swallow SIGTERM's wake-up).
+            sock.send("\n".join(fields).encode("utf-8"), socket.MSG_DONTWAIT)
     except OSError as exc:
         log.debug("sd_notify to %s failed: %s", address, exc)
         return False

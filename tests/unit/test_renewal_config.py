@@ -56,6 +56,11 @@ def test_sd_notify_sends_datagrams_and_is_silent_outside_systemd(
         monkeypatch.setenv("NOTIFY_SOCKET", str(path))
         assert sdnotify.notify("READY=1", "STATUS=running")
         assert sock.recv(100) == b"READY=1\nSTATUS=running"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:  # nobody reads it
+        sock.bind(str(tmp_path / "full"))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "full"))
+        results = {sdnotify.notify("WATCHDOG=1") for _ in range(2000)}
+        assert results == {True, False}  # the queue filled up; the sender never blocked
     monkeypatch.setenv("WATCHDOG_USEC", "10000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     assert sdnotify.watchdog_interval() == 5
