@@ -158,3 +158,33 @@ def test_sighup_with_broken_config_keeps_the_agent_on_the_old_one(
     agent.wait_for(r"reloaded the configuration", 10)
     agent.wait_for(r"renew: next run at", 10, count=2)
     assert agent.stop(signal.SIGINT) == 0
+
+
+CRITICAL_DRIVER = textwrap.dedent('''
+    """Runs the real CLI, but sends itself SIGTERM as the NSS swap begins."""
+    import os, signal, sys
+    from oeagent import enroll
+    real = enroll.deploy_to_nss
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+    enroll.deploy_to_nss = interrupted
+    from oeagent.cli import main
+    sys.exit(main(sys.argv[1:]))
+''')
+
+
+def test_sigterm_during_the_nss_swap_lets_it_finish(short_config: ShortConfig,
+                                                    agents: StartAgent, tmp_path: Path) -> None:
+    config = short_config()
+    driver = tmp_path / "driver.py"
+    driver.write_text(CRITICAL_DRIVER)
+    agent = agents(config, driver=driver)  # nothing enrolled: the first job deploys at once
+    assert agent.proc.wait(30) == 0
+    agent.stop()
+    assert not any("abandoned" in line for line in agent.lines)
+    assert any("[pluto]" in line for line in agent.lines)  # the deploy ran to its end
+    assert any("agent stopping on SIGTERM" in line for line in agent.lines)
+    assert nss_serial(config) == state_serial(config)
+    record = json.loads((config_module.load(config).state_dir / "renewal.json").read_text())
+    assert record["last_success"]["serial"] == state_serial(config)
