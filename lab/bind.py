@@ -25,6 +25,15 @@ from lab.procs import LabError
 
 ZONE = "oe.test"
 PLAIN_ZONE = "plain.test"
+# Delegations below the signed zone, for discovery tests: an insecure one (no DS), a bogus
+# one (a DS that matches no key: validation fails), and a lame one (its name server is an
+# unused loopback address, so resolution times out or is refused).
+INSECURE_CHILD = f"insecure.{ZONE}"
+BOGUS_CHILD = f"bogus.{ZONE}"
+LAME_CHILD = f"lame.{ZONE}"
+LAME_NS_ADDRESS = "127.0.0.99"
+# A well-formed DS (key tag 1, ECDSA P-256, SHA-256) whose digest matches no key.
+_BOGUS_DS = f"1 13 2 {'5A' * 32}"
 TSIG_KEY_NAME = "oeagent-lab"
 TSIG_ALGORITHM = "hmac-sha256"
 HOSTS = ("server", "www", "alt", "peer")
@@ -72,16 +81,29 @@ def _zone_text(zone: str) -> str:
         # Any other name resolves too, so tests can invent host names freely.
         "* IN A 127.0.0.1",
     ]
+    if zone == ZONE:
+        lines += [
+            f"{INSECURE_CHILD}. IN NS ns.{ZONE}.",
+            f"{BOGUS_CHILD}. IN NS ns.{ZONE}.",
+            f"{BOGUS_CHILD}. IN DS {_BOGUS_DS}",
+            f"{LAME_CHILD}. IN NS ns.{LAME_CHILD}.",
+            f"ns.{LAME_CHILD}. IN A {LAME_NS_ADDRESS}",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_config(bind_dir: Path, port: int, tsig_key_file: Path) -> Path:
+# (zone, signed) for every zone this BIND serves.
+SERVED_ZONES = ((ZONE, True), (PLAIN_ZONE, False), (INSECURE_CHILD, False), (BOGUS_CHILD, True))
+
+
+def write_config(bind_dir: Path, port: int, tsig_key_file: Path,
+                 address: str = "127.0.0.1") -> Path:
     """Write named.conf and the zone files under ``bind_dir``; return the named.conf path."""
     bind_dir.mkdir(parents=True, exist_ok=True)
     keys_dir = bind_dir / "keys"
     keys_dir.mkdir(exist_ok=True)
     zones = []
-    for zone, signed in ((ZONE, True), (PLAIN_ZONE, False)):
+    for zone, signed in SERVED_ZONES:
         (bind_dir / f"{zone}.zone").write_text(_zone_text(zone))
         signing = '    dnssec-policy "lab";\n    inline-signing yes;\n' if signed else ""
         zones.append(
@@ -105,7 +127,7 @@ def write_config(bind_dir: Path, port: int, tsig_key_file: Path) -> Path:
         f'    managed-keys-directory "{bind_dir}";\n'
         f'    dump-file "{bind_dir}/named_dump.db";\n'
         f'    statistics-file "{bind_dir}/named.stats";\n'
-        f"    listen-on port {port} {{ 127.0.0.1; }};\n"
+        f"    listen-on port {port} {{ {address}; }};\n"
         "    listen-on-v6 { none; };\n"
         "    recursion no;\n"
         "    dnssec-validation no;\n"
@@ -131,30 +153,35 @@ def argv(conf: Path) -> list[str]:
 
 def query(
     port: int, name: str, rdtype: str, *, dnssec: bool = True, tcp: bool = False,
-    timeout: float = 2.0,
+    timeout: float = 2.0, address: str = "127.0.0.1",
 ) -> dns.message.Message:
     """Ask the lab's BIND directly (no recursion), with DO set unless ``dnssec`` is False."""
     msg = dns.message.make_query(name, rdtype, want_dnssec=dnssec)
     msg.flags &= ~dns.flags.RD
     if tcp:
-        return dns.query.tcp(msg, "127.0.0.1", port=port, timeout=timeout)
-    return dns.query.udp(msg, "127.0.0.1", port=port, timeout=timeout)
+        return dns.query.tcp(msg, address, port=port, timeout=timeout)
+    return dns.query.udp(msg, address, port=port, timeout=timeout)
 
 
-def zone_is_signed(port: int) -> bool:
+def zone_is_signed(port: int, address: str = "127.0.0.1") -> bool:
     """Ready: the signed zone answers its SOA with an RRSIG, and the unsigned zone answers too."""
-    reply = query(port, ZONE, "SOA", timeout=0.5)
+    reply = query(port, ZONE, "SOA", timeout=0.5, address=address)
     if reply.rcode() != dns.rcode.NOERROR:
         return False
     if not any(rrset.rdtype == dns.rdatatype.RRSIG for rrset in reply.answer):
         return False
-    plain = query(port, PLAIN_ZONE, "SOA", dnssec=False, timeout=0.5)
-    return plain.rcode() == dns.rcode.NOERROR and bool(plain.answer)
+    for zone, signed in SERVED_ZONES:
+        reply = query(port, zone, "SOA", dnssec=signed, timeout=0.5, address=address)
+        if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
+            return False
+        if signed and not any(r.rdtype == dns.rdatatype.RRSIG for r in reply.answer):
+            return False
+    return True
 
 
-def ds_records(port: int) -> list[str]:
+def ds_records(port: int, address: str = "127.0.0.1") -> list[str]:
     """The DS records (SHA-256) of the signed zone's key-signing keys, in zone-file syntax."""
-    reply = query(port, ZONE, "DNSKEY", tcp=True)
+    reply = query(port, ZONE, "DNSKEY", tcp=True, address=address)
     origin = dns.name.from_text(ZONE)
     dnskeys = reply.find_rrset(
         reply.answer, origin, dns.rdataclass.IN, dns.rdatatype.DNSKEY

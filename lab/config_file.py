@@ -107,6 +107,7 @@ def lab_settings(
     tsig_key_name: str,
     tsig_algorithm: str,
     tsig_secret_file: Path,
+    address: str = "127.0.0.1",
 ) -> Table:
     """The lab config; ``root`` holds everything oeagent writes (state, NSS, webroot, pluto)."""
     return {
@@ -125,12 +126,12 @@ def lab_settings(
             "type": "http-01",
             "http": {
                 "mode": "standalone",
-                "listen_address": "127.0.0.1",
+                "listen_address": address,
                 "port": http_port,
                 "webroot": str(root / "webroot"),
             },
             "dns": {
-                "server": "127.0.0.1",
+                "server": address,
                 "port": bind_port,
                 "zone": "oe.test",
                 "tsig_key_name": tsig_key_name,

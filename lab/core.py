@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import dns.message
+import dns.query
 import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from lab import bind, config_file, pebble, tlsca, unbound
+from lab import bind, config_file, nginx, pebble, tlsca, unbound
+from lab.netns import in_namespace
 from lab.procs import Daemon, LabError, free_ports, is_running, spawn, stop, wait_ready
 from lab.webroot import WebrootServer, serve_directory
 
@@ -31,7 +33,8 @@ DAEMONS = ("named", "pebble", "unbound")
 
 @dataclass(frozen=True)
 class LabInfo:
-    """Where everything of a running lab is. All services listen on 127.0.0.1."""
+    """Where everything of a running lab is. All services listen on ``bind_address``
+    (127.0.0.1, or the bridge address of a lab.netns network)."""
 
     dir: Path
     acme_directory: str
@@ -52,6 +55,8 @@ class LabInfo:
     tsig_key_file: Path
     unbound_port: int
     """The validating resolver (trust anchor: the signed zone's DS)."""
+    https_port: int
+    """Where nginx serves the well-known document once ``start_nginx`` was called."""
     pebble_root_pem: Path
     pebble_intermediate_pem: Path
     https_ca_pem: Path
@@ -59,6 +64,8 @@ class LabInfo:
     config_path: Path
     """The lab's ready-to-use oeagent.toml."""
     cert_validity_seconds: int | None
+    namespace: str | None = None
+    """The network namespace the lab runs in (None: the root namespace, on loopback)."""
 
     def to_json(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self).items()
@@ -76,9 +83,14 @@ class LabInfo:
 class Lab:
     """One lab in ``directory``: ``up()``, ``down()``, ``status()`` and helpers for tests."""
 
-    def __init__(self, directory: Path, cert_validity_seconds: int | None = None) -> None:
+    def __init__(self, directory: Path, cert_validity_seconds: int | None = None,
+                 address: str = "127.0.0.1", namespace: str | None = None) -> None:
         self.dir = Path(directory).resolve()
         self.cert_validity_seconds = cert_validity_seconds
+        # Where every service listens: loopback, or the bridge address of a lab.netns
+        # network so hosts in namespaces reach the CA, the DNS servers and nginx too.
+        self.address = address
+        self.namespace = namespace
         self._popens: dict[str, subprocess.Popen[bytes]] = {}
 
     # ---- state file ----------------------------------------------------------------------
@@ -125,14 +137,15 @@ class Lab:
         """Start every service and return once each answers; stop all again on failure."""
         current, daemons = self._load()
         running = daemons and all(is_running(d) for d in daemons.values())
-        if current is not None and running and set(daemons) == set(DAEMONS):
+        if current is not None and running and set(DAEMONS) <= set(daemons):
             if current.cert_validity_seconds != self.cert_validity_seconds:
                 return self._restart_pebble(self.cert_validity_seconds)
             return current
         self.down()
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            return self._start(timeout)
+            with in_namespace(self.namespace):
+                return self._start(timeout)
         except BaseException:
             with contextlib.suppress(LabError):
                 self.down()
@@ -140,12 +153,14 @@ class Lab:
 
     def _start(self, timeout: float) -> LabInfo:
         d = self.dir
-        acme_port, mgmt_port, http_port, tls_port, bind_port, unbound_port = free_ports(6)
+        acme_port, mgmt_port, http_port, tls_port, bind_port, unbound_port, https_port = (
+            free_ports(7, self.address)
+        )
         https_ca = d / "pebble-https-ca.pem"
         pebble_dir = d / "pebble"
         pebble_dir.mkdir(exist_ok=True)
         tlsca.make_https_identity(
-            https_ca, pebble_dir / "https-cert.pem", pebble_dir / "https-key.pem"
+            https_ca, pebble_dir / "https-cert.pem", pebble_dir / "https-key.pem", self.address
         )
         tsig_file = d / "tsig.key"
         bind.write_tsig_key(tsig_file)
@@ -153,11 +168,11 @@ class Lab:
         (d / "logs").mkdir(exist_ok=True)
         info = LabInfo(
             dir=d,
-            acme_directory=f"https://127.0.0.1:{acme_port}/dir",
-            management_url=f"https://127.0.0.1:{mgmt_port}",
+            acme_directory=f"https://{self.address}:{acme_port}/dir",
+            management_url=f"https://{self.address}:{mgmt_port}",
             http_port=http_port,
             tls_port=tls_port,
-            bind_address="127.0.0.1",
+            bind_address=self.address,
             bind_port=bind_port,
             zone=bind.ZONE,
             plain_zone=bind.PLAIN_ZONE,
@@ -165,11 +180,13 @@ class Lab:
             tsig_algorithm=bind.TSIG_ALGORITHM,
             tsig_key_file=tsig_file,
             unbound_port=unbound_port,
+            https_port=https_port,
             pebble_root_pem=d / "pebble-root.pem",
             pebble_intermediate_pem=d / "pebble-intermediate.pem",
             https_ca_pem=https_ca,
             config_path=d / "oeagent.toml",
             cert_validity_seconds=self.cert_validity_seconds,
+            namespace=self.namespace,
         )
         daemons: dict[str, Daemon] = {}
 
@@ -180,17 +197,21 @@ class Lab:
             self._save(None, daemons)  # so `down` finds it even if `up` dies half-way
             return daemon
 
-        named_conf = bind.write_config(d / "bind", bind_port, tsig_file)
+        named_conf = bind.write_config(d / "bind", bind_port, tsig_file, self.address)
         named = start("named", bind.argv(named_conf))
         pebble_conf = pebble.write_config(
             pebble_dir, acme_port=acme_port, management_port=mgmt_port, http_port=http_port,
             tls_port=tls_port, cert=pebble_dir / "https-cert.pem",
             key=pebble_dir / "https-key.pem", validity_seconds=self.cert_validity_seconds,
+            address=self.address,
         )
-        pebble_daemon = start("pebble", pebble.argv(pebble_conf, bind_port), pebble.environment())
-        wait_ready(named, lambda: bind.zone_is_signed(bind_port), timeout, "signed zone")
+        pebble_daemon = start("pebble", pebble.argv(pebble_conf, bind_port, self.address),
+                              pebble.environment())
+        wait_ready(named, lambda: bind.zone_is_signed(bind_port, self.address), timeout,
+                   "signed zone")
         unbound_conf = unbound.write_config(
-            d / "unbound", unbound_port, bind_port, bind.ds_records(bind_port)
+            d / "unbound", unbound_port, bind_port, bind.ds_records(bind_port, self.address),
+            self.address,
         )
         unbound_daemon = start("unbound", unbound.argv(unbound_conf))
         wait_ready(
@@ -199,7 +220,7 @@ class Lab:
             timeout, "ACME directory",
         )
         self._fetch_roots(info)
-        wait_ready(unbound_daemon, lambda: unbound.validates(unbound_port), timeout,
+        wait_ready(unbound_daemon, lambda: unbound.validates(unbound_port, self.address), timeout,
                    "validated (AD) answer")
         self._save(info, daemons)
         self.write_config(info.config_path, root=d, info=info)
@@ -230,6 +251,10 @@ class Lab:
         return self._restart_pebble(cert_validity_seconds)
 
     def _restart_pebble(self, cert_validity_seconds: int | None) -> LabInfo:
+        with in_namespace(self.info.namespace):
+            return self._restart_pebble_here(cert_validity_seconds)
+
+    def _restart_pebble_here(self, cert_validity_seconds: int | None) -> LabInfo:
         info, daemons = self._load()
         if info is None or "pebble" not in daemons:
             raise LabError(f"no lab is up in {self.dir}")
@@ -243,9 +268,9 @@ class Lab:
             pebble_dir, acme_port=acme_port, management_port=mgmt_port,
             http_port=info.http_port, tls_port=info.tls_port,
             cert=pebble_dir / "https-cert.pem", key=pebble_dir / "https-key.pem",
-            validity_seconds=info.cert_validity_seconds,
+            validity_seconds=info.cert_validity_seconds, address=info.bind_address,
         )
-        daemon, popen = spawn("pebble", pebble.argv(conf, info.bind_port),
+        daemon, popen = spawn("pebble", pebble.argv(conf, info.bind_port, info.bind_address),
                               self.dir / "logs" / "pebble.log", env=pebble.environment(),
                               cwd=self.dir, append=True)
         self._popens["pebble"] = popen
@@ -269,15 +294,23 @@ class Lab:
 
     def pebble_root_pem(self) -> str:
         """Pebble's current root (PEM), re-fetched and rewritten to pebble-root.pem."""
-        return self._fetch_roots(self.info)
+        with in_namespace(self.info.namespace):
+            return self._fetch_roots(self.info)
 
     def dig(self, name: str, rdtype: str = "A", *, resolver: bool = False,
             tcp: bool = False) -> dns.message.Message:
         """Query BIND directly (authoritative, DO set) or, with ``resolver``, unbound (RD, DO)."""
         info = self.info
-        if resolver:
-            return unbound.query(info.unbound_port, name, rdtype)
-        return bind.query(info.bind_port, name, rdtype, tcp=tcp)
+        with in_namespace(info.namespace):
+            if resolver:
+                return unbound.query(info.unbound_port, name, rdtype, address=info.bind_address)
+            return bind.query(info.bind_port, name, rdtype, tcp=tcp, address=info.bind_address)
+
+    def send_update(self, update: dns.update.UpdateMessage) -> dns.message.Message:
+        """Send a (TSIG-signed) update to the lab's BIND over TCP; return the reply."""
+        info = self.info
+        with in_namespace(info.namespace):
+            return dns.query.tcp(update, info.bind_address, port=info.bind_port, timeout=5)
 
     def tsig_keyring(self, secret_b64: str | None = None) -> dict[Any, Any]:
         """The lab's TSIG keyring for dnspython (or one with the same name and another secret)."""
@@ -317,14 +350,53 @@ class Lab:
             tsig_key_name=info.tsig_key_name,
             tsig_algorithm=info.tsig_algorithm,
             tsig_secret_file=info.tsig_key_file,
+            address=info.bind_address,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(config_file.render(settings, overrides))
         return path
 
+    def start_nginx(self, cert: Path, key: Path, webroot: Path | None = None) -> int:
+        """(Re)start nginx serving ``webroot`` over HTTPS with ``cert`` (full chain) and ``key``.
+
+        Returns the port (``info.https_port``). Restarting picks up a new certificate.
+        """
+        info, daemons = self._load()
+        if info is None:
+            raise LabError(f"no lab is up in {self.dir}")
+        self.stop_nginx()
+        info, daemons = self._load()
+        assert info is not None
+        root = Path(webroot or info.dir / "webroot")
+        conf = nginx.write_config(self.dir / "nginx", self.dir / "logs", info.https_port,
+                                  Path(cert), Path(key), root, info.bind_address)
+        with in_namespace(info.namespace):
+            daemon, popen = spawn("nginx", nginx.argv(conf), self.dir / "logs" / "nginx.log",
+                                  cwd=self.dir)
+        self._popens["nginx"] = popen
+        daemons["nginx"] = daemon
+        self._save(info, daemons)
+        with in_namespace(info.namespace):
+            wait_ready(daemon, lambda: nginx.listening(info.https_port, info.bind_address), 10,
+                       "HTTPS port")
+        return info.https_port
+
+    def stop_nginx(self) -> None:
+        info, daemons = self._load()
+        if "nginx" in daemons:
+            stop(daemons.pop("nginx"), self._popens.pop("nginx", None))
+            self._save(info, daemons)
+
     @contextlib.contextmanager
     def serve_webroot(self, webroot: Path | None = None) -> Iterator[WebrootServer]:
-        """Serve ``webroot`` (default: the lab's) over HTTP on 127.0.0.1:http_port in a thread."""
+        """Serve ``webroot`` (default: the lab's) over HTTP on bind_address:http_port (a thread)."""
         info = self.info
-        with serve_directory(webroot or info.dir / "webroot", info.http_port) as server:
+        with in_namespace(info.namespace):
+            serving = serve_directory(webroot or info.dir / "webroot", info.http_port,
+                                      info.bind_address)
+            # The listening socket is created (in the namespace) on entering.
+            server = serving.__enter__()
+        try:
             yield server
+        finally:
+            serving.__exit__(None, None, None)

@@ -23,11 +23,12 @@ def write_config(
     cert: Path,
     key: Path,
     validity_seconds: int | None,
+    address: str = "127.0.0.1",
 ) -> Path:
     pebble_dir.mkdir(parents=True, exist_ok=True)
     settings: dict[str, object] = {
-        "listenAddress": f"127.0.0.1:{acme_port}",
-        "managementListenAddress": f"127.0.0.1:{management_port}",
+        "listenAddress": f"{address}:{acme_port}",
+        "managementListenAddress": f"{address}:{management_port}",
         "certificate": str(cert),
         "privateKey": str(key),
         "httpPort": http_port,
@@ -42,8 +43,8 @@ def write_config(
     return conf
 
 
-def argv(conf: Path, dns_port: int) -> list[str]:
-    return ["pebble", "-config", str(conf), "-dnsserver", f"127.0.0.1:{dns_port}"]
+def argv(conf: Path, dns_port: int, address: str = "127.0.0.1") -> list[str]:
+    return ["pebble", "-config", str(conf), "-dnsserver", f"{address}:{dns_port}"]
 
 
 def environment() -> dict[str, str]:

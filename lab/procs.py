@@ -22,8 +22,8 @@ class LabError(Exception):
     """The lab could not be started, queried or stopped; the message says why."""
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports on 127.0.0.1 free for both TCP and UDP at the time of the call.
+def free_ports(count: int, address: str = "127.0.0.1") -> list[int]:
+    """Ports on ``address`` free for both TCP and UDP at the time of the call.
 
     All sockets stay open until every port is chosen, so one call never returns a port twice.
     """
@@ -33,12 +33,12 @@ def free_ports(count: int) -> list[int]:
         while len(ports) < count:
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             held.append(tcp)
-            tcp.bind(("127.0.0.1", 0))
+            tcp.bind((address, 0))
             port = tcp.getsockname()[1]
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             held.append(udp)
             try:
-                udp.bind(("127.0.0.1", port))
+                udp.bind((address, port))
             except OSError:
                 continue
             ports.append(port)

@@ -33,8 +33,9 @@ def _write_private(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def make_https_identity(ca_pem: Path, cert_pem: Path, key_pem: Path) -> None:
-    """Write a lab CA certificate and a leaf for 127.0.0.1, ::1 and localhost signed by it."""
+def make_https_identity(ca_pem: Path, cert_pem: Path, key_pem: Path,
+                        address: str = "127.0.0.1") -> None:
+    """Write a lab CA certificate and a leaf for 127.0.0.1, ::1, localhost (and ``address``)."""
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -75,6 +76,8 @@ def make_https_identity(ca_pem: Path, cert_pem: Path, key_pem: Path) -> None:
                     x509.DNSName("localhost"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                     x509.IPAddress(ipaddress.ip_address("::1")),
+                    *([x509.IPAddress(ipaddress.ip_address(address))]
+                      if address != "127.0.0.1" else []),
                 ]
             ),
             critical=False,

@@ -16,29 +16,32 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from lab.bind import PLAIN_ZONE, ZONE
+from lab.bind import BOGUS_CHILD, INSECURE_CHILD, PLAIN_ZONE, ZONE
 from lab.procs import LabError
 
 
-def write_config(unbound_dir: Path, port: int, bind_port: int, ds_records: list[str]) -> Path:
+def write_config(unbound_dir: Path, port: int, bind_port: int, ds_records: list[str],
+                 address: str = "127.0.0.1") -> Path:
     unbound_dir.mkdir(parents=True, exist_ok=True)
     anchor = unbound_dir / f"{ZONE}.ds"
     anchor.write_text("\n".join(ds_records) + "\n")
     stubs = "".join(
-        f'stub-zone:\n    name: "{zone}"\n    stub-addr: 127.0.0.1@{bind_port}\n'
-        for zone in (ZONE, PLAIN_ZONE, ".")
+        f'stub-zone:\n    name: "{zone}"\n    stub-addr: {address}@{bind_port}\n'
+        for zone in (ZONE, INSECURE_CHILD, BOGUS_CHILD, PLAIN_ZONE, ".")
     )
     conf = unbound_dir / "unbound.conf"
     conf.write_text(
         "server:\n"
         "    verbosity: 1\n"
-        f"    interface: 127.0.0.1@{port}\n"
+        f"    interface: {address}@{port}\n"
         f"    port: {port}\n"
         "    do-ip4: yes\n"
         "    do-ip6: no\n"
         "    do-udp: yes\n"
         "    do-tcp: yes\n"
         "    access-control: 127.0.0.0/8 allow\n"
+        # Hosts in the lab's network namespaces (lab.netns) ask this resolver too.
+        "    access-control: 198.51.100.0/24 allow\n"
         '    username: ""\n'
         '    chroot: ""\n'
         f'    directory: "{unbound_dir}"\n'
@@ -78,14 +81,15 @@ def argv(conf: Path) -> list[str]:
     return ["unbound", "-d", "-p", "-c", str(conf)]
 
 
-def query(port: int, name: str, rdtype: str, timeout: float = 2.0) -> dns.message.Message:
+def query(port: int, name: str, rdtype: str, timeout: float = 2.0,
+          address: str = "127.0.0.1") -> dns.message.Message:
     """A recursive query with DO set, as a validating stub would send it."""
     msg = dns.message.make_query(name, rdtype, want_dnssec=True, use_edns=0)
     msg.flags |= dns.flags.RD | dns.flags.AD
-    return dns.query.udp(msg, "127.0.0.1", port=port, timeout=timeout)
+    return dns.query.udp(msg, address, port=port, timeout=timeout)
 
 
-def validates(port: int) -> bool:
+def validates(port: int, address: str = "127.0.0.1") -> bool:
     """Ready: a lab name resolves through unbound with the AD bit set."""
-    reply = query(port, f"server.{ZONE}", "A", timeout=0.5)
+    reply = query(port, f"server.{ZONE}", "A", timeout=0.5, address=address)
     return reply.rcode() == dns.rcode.NOERROR and bool(reply.flags & dns.flags.AD)

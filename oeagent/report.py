@@ -6,6 +6,7 @@ account is rendered. Nothing secret is ever passed here.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import Mapping
@@ -56,17 +57,7 @@ class Reporter:
 
 
 class NullReporter(Reporter):
-    """Discards everything; for library use and tests that do not look at the account."""
+    """Discards the account; for library use and tests that do not look at it."""
 
     def __init__(self) -> None:
-        super().__init__(as_json=True, stream=None)
-
-    def finish(
-        self,
-        command: str,
-        ok: bool,
-        error: str | None = None,
-        exit_code: int = 0,
-        result: Mapping[str, Any] | None = None,
-    ) -> None:
-        return None
+        super().__init__(as_json=False, stream=io.StringIO())

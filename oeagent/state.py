@@ -104,6 +104,19 @@ class StateDir:
             raise StateError(f"{path} does not hold a JSON object")
         return document
 
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temp files a killed run left behind (call with the lock held).
+
+        ``atomic_write`` names them ``.<name>.<random>.tmp``; they never replaced a real
+        file, so removing them loses nothing.
+        """
+        removed = []
+        for path in self.root.rglob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+        return removed
+
     # -- the run lock ---------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, timeout: float) -> Iterator[None]:

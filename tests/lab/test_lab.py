@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -137,3 +140,56 @@ def test_second_lab_up_and_down_leaves_nothing(lab: Lab, tmp_path: Path) -> None
     assert up_seconds < 15 and down_seconds < 10
     # The shared lab is untouched.
     assert all(lab.status().values())
+
+
+def test_delegations_insecure_bogus_and_lame(lab: Lab) -> None:
+    """The discovery tests need an insecure, a bogus and an unreachable delegation."""
+    secure = lab.dig("server.oe.test", "A", resolver=True)
+    assert secure.rcode() == dns.rcode.NOERROR and secure.flags & dns.flags.AD
+    insecure = lab.dig("host.insecure.oe.test", "A", resolver=True)
+    assert insecure.rcode() == dns.rcode.NOERROR and not insecure.flags & dns.flags.AD
+    assert insecure.answer
+    bogus = lab.dig("host.bogus.oe.test", "A", resolver=True)
+    assert bogus.rcode() == dns.rcode.SERVFAIL
+    assert [e.code for e in bogus.extended_errors()] == [9]  # DNSKEY missing for the DS
+
+
+def https_get(port: int, server_name: str, path: str, cafile: Path) -> tuple[int, str, bytes]:
+    """GET over real TLS to 127.0.0.1:port, validating the certificate for ``server_name``."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with context.wrap_socket(raw, server_hostname=server_name) as tls:
+        tls.sendall(f"GET {path} HTTP/1.0\r\nHost: {server_name}\r\n\r\n".encode())
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers.get("Content-Type", ""), body
+
+
+def test_nginx_serves_the_webroot_over_https_with_an_oeagent_certificate(
+    lab: Lab, lab_config_path: Path, tmp_path: Path
+) -> None:
+    from oeagent import config as config_module
+    from oeagent.enroll import enroll
+    from oeagent.report import NullReporter
+
+    cfg = config_module.load(lab_config_path)
+    serial = enroll(cfg, NullReporter()).certificate["serial"]  # type: ignore[index]
+    webroot = tmp_path / "www"
+    (webroot / ".well-known").mkdir(parents=True)
+    (webroot / ".well-known" / "oe-ipsec").write_text('{"hello": 1}')
+    port = lab.start_nginx(cfg.state_dir / "certs" / serial / "fullchain.pem",
+                           cfg.state_dir / "keys" / "current.pem", webroot)
+    try:
+        status, ctype, body = https_get(port, "server.oe.test", "/.well-known/oe-ipsec",
+                                        lab.info.pebble_root_pem)
+        assert (status, ctype, json.loads(body)) == (200, "application/json", {"hello": 1})
+        # The same server is refused for a name its certificate does not carry.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            https_get(port, "www.oe.test", "/.well-known/oe-ipsec", lab.info.pebble_root_pem)
+    finally:
+        lab.stop_nginx()
+    assert "nginx" not in lab.status()

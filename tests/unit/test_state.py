@@ -117,3 +117,13 @@ def test_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
     holder.join()
     with StateDir(tmp_path).lock(timeout=2):
         pass
+
+
+def test_stale_temp_files_are_removed_and_real_files_kept(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.ensure()
+    state.write_json(state.current_path, {"serial": "ab"})
+    stale = state.root / "certs" / ".cert.pem.k3j2.tmp"
+    stale.write_text("half")
+    assert state.remove_stale_temp_files() == [stale]
+    assert not stale.exists() and state.read_json(state.current_path) == {"serial": "ab"}
