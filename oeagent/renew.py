@@ -102,6 +102,8 @@ def renew(config: Config, reporter: Reporter, *, force: bool = False, dry_run: b
         return _plan_only(config, state, reporter, force, now)
     with state.lock(config.lock_timeout):
         reporter.step("lock", f"holding the state lock in {state.root}")
+        for stale in state.remove_stale_temp_files():  # as enroll: a killed run's leftovers
+            reporter.step("recover", f"removed {stale.name}, left by an interrupted run")
         recover_interrupted_swap(config, state, reporter)
         current = certstore.load_current(state)
         key_pem = state.read_bytes(state.cert_key_path)
