@@ -5,6 +5,7 @@ Certificates live 20 seconds (``conftest.VALIDITY``). NSS is inspected with NSS'
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import socket
@@ -56,7 +57,16 @@ def test_agent_renews_on_time_and_talks_to_systemd(short_config: ShortConfig, sh
         renewed = agent.wait_for(r"\[nss\] certificate \w+ replaced", 30)
         assert renewed
         agent.wait_for(r"renew: next run at", 10, count=3)
-        # Renewed inside the rule's window: after ~half the lifetime, before expiry.
+        # Renewed on time: within a second or two of the jittered rule's time (half the
+        # lifetime left, minus up to 5 % of it), and long before the old one expired.
+        due_line = agent.wait_for(r"a new certificate is needed: renewal was due at", 5)[0]
+        logged = dt.datetime.strptime(due_line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(
+            tzinfo=dt.UTC)
+        due = dt.datetime.fromisoformat(due_line.rsplit("renewal was due at ", 1)[1])
+        lifetime = first.not_valid_after_utc - first.not_valid_before_utc
+        assert dt.timedelta(0) <= logged - due < dt.timedelta(seconds=2.5)
+        assert first.not_valid_after_utc - lifetime * 0.55 <= due \
+            <= first.not_valid_after_utc - lifetime * 0.5
         kept = [line for line in agent.lines if "[store] kept certificate" in line]
         assert len(kept) >= 2
         new_serial = nss_serial(config)
@@ -147,7 +157,10 @@ def test_sighup_with_broken_config_keeps_the_agent_on_the_old_one(
     config = short_config()
     good = config.read_text()
     agent = agents(config)
-    agent.wait_for(r"renew: next run at", 30)
+    agent.wait_for(r"renew: next run at", 30, count=2)  # (the first is the start-up one)
+    # Between jobs the agent holds no lock: a one-shot command runs at once.
+    done = oeagent(config, "renew", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["issued"] is False, done.stderr
     config.write_text(good + "\nbogus_key = 1\n")
     agent.proc.send_signal(signal.SIGHUP)
     line = agent.wait_for(r"reload failed; keeping the old configuration", 10)[0]
@@ -156,7 +169,7 @@ def test_sighup_with_broken_config_keeps_the_agent_on_the_old_one(
     config.write_text(good)
     agent.proc.send_signal(signal.SIGHUP)
     agent.wait_for(r"reloaded the configuration", 10)
-    agent.wait_for(r"renew: next run at", 10, count=2)
+    agent.wait_for(r"renew: next run at", 10, count=3)
     assert agent.stop(signal.SIGINT) == 0
 
 

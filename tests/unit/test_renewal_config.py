@@ -66,3 +66,31 @@ def test_sd_notify_sends_datagrams_and_is_silent_outside_systemd(
     assert sdnotify.watchdog_interval() == 5
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert sdnotify.watchdog_interval() is None
+
+
+def test_keyroll_announcement_by_a_publisher_delays_the_switch(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from oeagent import keyroll, keys
+    from oeagent.report import NullReporter
+    from oeagent.state import StateDir
+
+    cfg = config_module.parse({"host": {"names": ["a.example"]}, "state_dir": str(tmp_path),
+                               "rollover": {"key_lifetime": "10d", "announce": "2d"}},
+                              base_dir=tmp_path)
+    state = StateDir(tmp_path)
+    state.ensure()
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    state.write_bytes(state.cert_key_path, keys.key_to_pem(keys.generate_key("ecdsa-p256")))
+    assert keyroll.prepare(cfg, state, NullReporter(), t0) is None  # lifetime clock starts
+    assert keyroll.prepare(cfg, state, NullReporter(), t0 + dt.timedelta(days=7)) is None
+    upcoming = keyroll.prepare(cfg, state, NullReporter(), t0 + dt.timedelta(days=8))
+    assert upcoming is not None and keyroll.current_and_next_keys(state)[1] == upcoming
+    # The publisher says the pin went out a day later: the switch waits 2 days from then.
+    keyroll.mark_announced(state, upcoming.spki_sha256, t0 + dt.timedelta(days=9))
+    assert keyroll.switch_ready(cfg, state, t0 + dt.timedelta(days=10, hours=12)) is None
+    assert keyroll.switch_ready(cfg, state, t0 + dt.timedelta(days=11)) is not None
+    keyroll.promote_next(state, t0 + dt.timedelta(days=11))
+    current, after = keyroll.current_and_next_keys(state)
+    assert after is None and current is not None and current.spki_sha256 == upcoming.spki_sha256
+    assert (tmp_path / "keys" / "previous.pem").exists()
