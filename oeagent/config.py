@@ -156,6 +156,37 @@ class PublishConfig:
 
 
 @dataclass(frozen=True)
+class RenewalConfig:
+    """When to renew and how to retry (see ``oeagent.renewal``); durations in seconds."""
+
+    ari: bool = True
+    """Follow the CA's ACME Renewal Information (RFC 9773) when its directory offers it."""
+    jitter: float = 0.05
+    """Without ARI: renew up to this fraction of the lifetime earlier than the rule says."""
+    retry_initial: float = 60.0
+    """First wait after a failed renewal; doubles with every failure."""
+    retry_max: float = 6 * 3600.0
+    """Longest wait between two attempts (a CA's Retry-After can still ask for longer)."""
+    check_interval: float = 12 * 3600.0
+    """The agent looks at the certificate at least this often, whatever the schedule says."""
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    post_deploy: tuple[tuple[str, ...], ...] = ()
+    """Commands (argument lists, no shell) run after a certificate is deployed."""
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class RolloverConfig:
+    key_lifetime: float = 0.0
+    """Seconds a certificate key is used before the next one takes over; 0 = forever."""
+    announce: float = 2 * 86400.0
+    """How long the next key is announced (its pins published) before it is switched in."""
+
+
+@dataclass(frozen=True)
 class Config:
     host: HostConfig
     state_dir: Path = Path("/var/lib/oeagent")
@@ -166,6 +197,9 @@ class Config:
     nss: NssConfig = field(default_factory=NssConfig)
     pluto: PlutoConfig = field(default_factory=PlutoConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    renewal: RenewalConfig = field(default_factory=RenewalConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    rollover: RolloverConfig = field(default_factory=RolloverConfig)
     source: Path | None = None
 
 
@@ -286,6 +320,47 @@ class _Table:
         value = self._get(key, bool, "true or false")
         return default if value is _MISSING else bool(value)
 
+    def duration(self, key: str, default: float, low: float, high: float) -> float:
+        """Seconds, given as a number or a string with a unit: "90s", "15m", "12h", "365d"."""
+        value = self._get(key, (int, float, str), "a number of seconds or a string like '12h'")
+        if value is _MISSING:
+            return default
+        seconds = _parse_duration(value) if isinstance(value, str) else float(value)
+        if seconds is None:
+            self.reader.problem(
+                self.key_path(key), f"{value!r} is not a duration (e.g. 90, '90s', '12h', '365d')"
+            )
+            return default
+        if not low <= seconds <= high:
+            self.reader.problem(
+                self.key_path(key), f"must be between {low:g} and {high:g} seconds; got {seconds:g}"
+            )
+            return default
+        return seconds
+
+    def argv_lists(self, key: str) -> tuple[tuple[str, ...], ...]:
+        """A list of commands, each a non-empty list of strings (never a shell string)."""
+        value = self._get(key, list, "a list of argument lists")
+        if value is _MISSING:
+            return ()
+        out = []
+        for index, item in enumerate(value):
+            where = f"{self.key_path(key)}[{index}]"
+            if isinstance(item, str):
+                self.reader.problem(
+                    where, "must be an argument list like [\"/usr/bin/cmd\", \"arg\"], not a "
+                    "string: hooks never run through a shell"
+                )
+            elif not isinstance(item, list) or not item or not all(
+                isinstance(arg, str) and "\x00" not in arg for arg in item
+            ):
+                self.reader.problem(where, "must be a non-empty list of strings")
+            elif not os.path.isabs(item[0]):
+                self.reader.problem(where, f"the program {item[0]!r} must be an absolute path")
+            else:
+                out.append(tuple(item))
+        return tuple(out)
+
     def text_list(self, key: str, check: Callable[[str], str]) -> tuple[str, ...]:
         value = self._get(key, list, "a list of strings")
         if value is _MISSING:
@@ -353,6 +428,22 @@ class _Reader:
             for key in table.data:
                 if key not in table.used:
                     self.problem(table.key_path(key), "unknown key")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _parse_duration(text: str) -> float | None:
+    text = text.strip().lower()
+    if text and text[-1] in _UNITS:
+        number, unit = text[:-1].strip(), _UNITS[text[-1]]
+    else:
+        number, unit = text, 1
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 and seconds != float("inf") else None
 
 
 def _toml_type(value: object) -> str:
@@ -482,6 +573,9 @@ def _build(reader: _Reader) -> Config | None:
         nss=nss,
         pluto=pluto,
         publish=_build_publish(reader, host, dns),
+        renewal=_build_renewal(root),
+        hooks=_build_hooks(root),
+        rollover=_build_rollover(root),
     )
 
 
@@ -550,6 +644,38 @@ def _check_backend(value: str) -> str:
     if value not in PUBLISH_BACKENDS:
         raise ValueError(f"unknown backend {value!r}; choose from {', '.join(PUBLISH_BACKENDS)}")
     return value
+
+
+def _build_renewal(root: _Table) -> RenewalConfig:
+    t = root.table("renewal")
+    initial = t.duration("retry_initial", 60.0, 1, 86400)
+    maximum = t.duration("retry_max", 6 * 3600.0, 1, 30 * 86400)
+    if maximum < initial:
+        root.reader.problem("renewal.retry_max", "must not be shorter than renewal.retry_initial")
+    return RenewalConfig(
+        ari=t.boolean("ari", True),
+        jitter=t.number("jitter", 0.05, 0, 0.2),
+        retry_initial=initial,
+        retry_max=max(maximum, initial),
+        check_interval=t.duration("check_interval", 12 * 3600.0, 1, 12 * 3600),
+    )
+
+
+def _build_hooks(root: _Table) -> HooksConfig:
+    t = root.table("hooks")
+    return HooksConfig(
+        post_deploy=t.argv_lists("post_deploy"),
+        timeout=t.duration("timeout", 120.0, 1, 3600),
+    )
+
+
+def _build_rollover(root: _Table) -> RolloverConfig:
+    t = root.table("rollover")
+    lifetime = t.duration("key_lifetime", 0.0, 0, 20 * 365 * 86400)
+    announce = t.duration("announce", 2 * 86400.0, 0, 365 * 86400)
+    if lifetime and announce >= lifetime:
+        root.reader.problem("rollover.announce", "must be shorter than rollover.key_lifetime")
+    return RolloverConfig(key_lifetime=lifetime, announce=announce)
 
 
 def _check_key_name(value: str) -> str:

@@ -41,16 +41,23 @@ def backoff_delay(attempt: int, first: float = FIRST_DELAY, factor: float = FACT
     return min(delay, cap)
 
 
-def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
+def parse_retry_after(
+    value: str | None,
+    now: datetime.datetime | None = None,
+    cap: float | None = MAX_RETRY_AFTER,
+) -> float | None:
     """Seconds from ``now`` that a Retry-After header asks for, or None if absent/invalid.
 
     RFC 9110 §10.2.3 allows delta-seconds or an HTTP-date; a date in the past means "now".
+    ``cap`` bounds a wait inside one order; renewal scheduling passes None (a rate limit's
+    Retry-After of hours must be honoured as it is).
     """
+    limit = cap if cap is not None else float("inf")
     if value is None:
         return None
     value = value.strip()
     if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
+        return min(float(value), limit)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -58,7 +65,7 @@ def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -
     if when.tzinfo is None:  # HTTP dates are GMT; treat a zone-less one the same way
         when = when.replace(tzinfo=datetime.UTC)
     now = now or datetime.datetime.now(datetime.UTC)
-    return min(max((when - now).total_seconds(), 0.0), MAX_RETRY_AFTER)
+    return min(max((when - now).total_seconds(), 0.0), limit)
 
 
 def next_wait(attempt: int, retry_after: float | None, remaining: float) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from oeagent import publish
+from oeagent import keyroll, publish
 from oeagent.config import Config
 from oeagent.publish import advertise
 from oeagent.publish.base import Backend, Desired, Plan, PublishError, Verification
@@ -138,6 +138,9 @@ def run_publish(config: Config, reporter: Reporter, *, dry_run: bool = False,
         ledger.note_pins(target.advert.pins if target else (), now)
         ledger.purged = target is None
         ledger.save(state, target.advert if target else None)
+        for pin in (target.advert.pins[1:] if target else ()):
+            # Tell the key rollover when the next key's pin first went out.
+            keyroll.mark_announced(state, pin, dt.datetime.fromisoformat(ledger.pins[pin]))
         return _raise_if_not_visible(result)
 
 

@@ -13,37 +13,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oeagent import certstore, keys
+from oeagent import certstore, keyroll, keys
 from oeagent.advertisement import AUTH_METHODS, Advertisement
 from oeagent.config import Config
 from oeagent.publish import records
 from oeagent.publish.base import Desired, PublishError
 from oeagent.state import StateDir
 
-NEXT_KEY_FILE = "next.pem"
-
-
-def next_key_path(state: StateDir) -> Path:
-    """Where the renewal side puts the next certificate key during a rollover.
-
-    The convention agreed with the key-rollover work: ``STATE/keys/next.pem`` (0600).
-    """
-    return state.root / "keys" / NEXT_KEY_FILE
-
 
 def advertised_keys(state: StateDir, current: keys.PublicKey) -> tuple[keys.PublicKey, ...]:
-    """The keys to pin, current first: the deployed key, plus the next key if one is staged.
-
-    The one place that knows about rollover; when the renewal side offers its own API
-    (``keyroll.current_and_next_keys``) this function is what to wire to it.
-    """
-    pem = state.read_bytes(next_key_path(state))
-    if pem is None:
+    """The keys to pin, current first: the deployed key, plus the next key if one is staged
+    by the renewal side's key rollover (``oeagent.keyroll``)."""
+    _, upcoming = keyroll.current_and_next_keys(state)
+    if upcoming is None:
         return (current,)
-    next_key = keys.load_key_pem(pem, "next certificate key").public_key()
-    if keys.spki_der(next_key) == keys.spki_der(current):
+    next_key = keyroll.load_next_key(state)
+    if next_key is None or keys.spki_der(next_key) == keys.spki_der(current):
         return (current,)
-    return (current, next_key)
+    return (current, next_key.public_key())
 
 
 @dataclass

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lab import Lab
 from lab.procs import free_ports
 from oeagent import config as config_module
-from oeagent import keys, publish
+from oeagent import keyroll, keys, publish
 from oeagent.advertisement import parse_document, parse_txt
 from oeagent.errors import DnsUpdateError
 from oeagent.publish import advertise, https
@@ -226,7 +226,7 @@ def test_key_rollover_next_pin_before_the_switch_old_pin_gone_after(
 
     # The renewal side stages the next key: its pin goes out before the switch.
     following = ec.generate_private_key(ec.SECP256R1())
-    state.write_bytes(advertise.next_key_path(state), keys.key_to_pem(following))
+    state.write_bytes(keyroll.next_key_path(state), keys.key_to_pem(following))
     new_pin = keys.spki_sha256(following)
     code, doc, err = oeagent(path, "publish")
     assert code == 0, (doc.get("error"), err)
@@ -238,7 +238,7 @@ def test_key_rollover_next_pin_before_the_switch_old_pin_gone_after(
     assert switch == first_seen + dt.timedelta(seconds=2 * 5)  # two TTLs of the lab's 5 s
 
     # The switch: the next key becomes the current one and is enrolled; the old pin goes.
-    shutil.move(advertise.next_key_path(state), host.key)
+    shutil.move(keyroll.next_key_path(state), host.key)
     code, doc, err = oeagent(path, "enroll", "--force")
     assert code == 0, (doc.get("error"), err)
     secure, tlsa = validated(lab, f"_500._udp.{host.name}", "TLSA")

@@ -11,8 +11,9 @@ import pytest
 
 from oeagent import cli
 
-COMMANDS = ["enroll", "renew", "run", "status", "publish", "discover", "policy", "unenroll", "serve"]
-BUILT = ("enroll", "publish", "unenroll", "serve")
+COMMANDS = ["enroll", "renew", "run", "status", "install-units", "publish", "discover", "policy",
+            "unenroll", "serve"]
+BUILT = ("enroll", "renew", "run", "status", "install-units", "publish", "unenroll", "serve")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -13,7 +13,7 @@ import dns.rdatatype
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from oeagent import config, keys
+from oeagent import config, keyroll, keys
 from oeagent.advertisement import Advertisement
 from oeagent.errors import ConfigError
 from oeagent.publish import advertise, records
@@ -151,12 +151,12 @@ def test_advertised_keys_adds_a_staged_next_key(tmp_path: Path) -> None:
     current = ec.generate_private_key(ec.SECP256R1())
     assert advertise.advertised_keys(state, current.public_key()) == (current.public_key(),)
     following = ec.generate_private_key(ec.SECP256R1())
-    state.write_bytes(advertise.next_key_path(state), keys.key_to_pem(following))
+    state.write_bytes(keyroll.next_key_path(state), keys.key_to_pem(following))
     pinned = advertise.advertised_keys(state, current.public_key())
     assert [keys.spki_sha256(k) for k in pinned] == [keys.spki_sha256(current),
                                                      keys.spki_sha256(following)]
     # A next key that is already the current one (switch done, file not yet removed): one pin.
-    state.write_bytes(advertise.next_key_path(state), keys.key_to_pem(current))
+    state.write_bytes(keyroll.next_key_path(state), keys.key_to_pem(current))
     assert len(advertise.advertised_keys(state, current.public_key())) == 1
 
 
