@@ -66,3 +66,10 @@ def test_help_does_not_import_the_acme_stack() -> None:
     code = "import sys\nfrom oeagent import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\nprint('acme' in sys.modules, 'requests' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
+
+
+def test_acme_stack_without_dns01_does_not_import_dnspython() -> None:
+    # dnspython is only for dns-01: an http-01 enrollment does not pay for its imports.
+    code = "import sys\nimport oeagent.enroll, oeagent.ca\nprint('dns' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
