@@ -276,6 +276,9 @@ class Floor:
             uri=self.account_url, body=messages.Registration()))
         orderr = client.new_order(self.csr)
         authzr = orderr.authorizations[0]
+        if authzr.body.status != messages.STATUS_PENDING:
+            # Not a comparable run (oeagent would skip a reused, valid authorization too).
+            raise BenchError(f"floor: the new order's authorization is {authzr.body.status}")
         challb = next(c for c in authzr.body.challenges if isinstance(c.chall, challenges.HTTP01))
         response, validation = challb.chall.response_and_validation(self.key)
         server.answers[challb.chall.encode("token")] = validation
@@ -334,11 +337,12 @@ def ms(seconds: float) -> str:
 
 
 def report(a: Series, b: Series, f: Series, *, command: str, certbot_version: str,
-           when: dt.datetime, pairs: int) -> str:
+           when: dt.datetime, pairs: int, load: tuple[float, float, float]) -> str:
     ratio_wall = b.wall() / a.wall()
     ratio_cpu = b.cpu() / a.cpu()
     pair_ratios = [y.wall / x.wall for x, y in zip(a.samples, b.samples, strict=False)]
     target = a.wall() < b.wall() / 4
+    pairs_met = sum(x.wall < y.wall / 4 for x, y in zip(a.samples, b.samples, strict=False))
     openssl = subprocess.run(["openssl", "version"], capture_output=True, text=True,
                              check=False).stdout.split()[1]
     lines = [
@@ -358,7 +362,8 @@ def report(a: Series, b: Series, f: Series, *, command: str, certbot_version: st
         f"{statistics.median(pair_ratios):.2f}x), {ratio_cpu:.2f}x CPU",
         f"- target (oeagent under ¼ of the certbot path's wall time): "
         f"{'**met**' if target else '**missed**'} "
-        f"(oeagent is {a.wall() / b.wall():.1%} of it)",
+        f"(oeagent is {a.wall() / b.wall():.1%} of it; under ¼ in {pairs_met} of "
+        f"{len(pair_ratios)} pairs)",
         f"- oeagent / floor: {a.wall() / f.wall():.1f}x the floor's wall time "
         f"(oeagent spends {ms(a.wall() - f.wall())} beyond the ACME exchanges themselves)",
         f"- failed runs retried: oeagent {a.failures}, certbot {b.failures}, "
@@ -366,7 +371,8 @@ def report(a: Series, b: Series, f: Series, *, command: str, certbot_version: st
         "",
         f"- command: `{command}`",
         f"- machine: {os.cpu_count()} CPUs (`nproc`: {len(os.sched_getaffinity(0))}), "
-        f"{cpu_model()}, {platform.system()} {platform.release()}",
+        f"{cpu_model()}, {platform.system()} {platform.release()}; load average "
+        f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after (a shared machine)",
         f"- date: {when:%Y-%m-%d %H:%M} UTC",
         f"- versions: certbot {certbot_version}, acme {importlib.metadata.version('acme')}, "
         f"Pebble {deb_version('pebble').split('+')[0]} (Debian {deb_version('pebble')}), "
@@ -389,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--pairs must be at least 1")
     command = shlex.join(["bench/enroll.py", *(argv if argv is not None else sys.argv[1:])])
     when = dt.datetime.now(dt.UTC)
+    load = os.getloadavg()
 
     certbot = ensure_certbot(args.certbot_venv)
     work = Path(tempfile.mkdtemp(prefix="oeagent-bench-enroll-"))
@@ -416,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"pair {n + 1}/{pairs}: oeagent {ms(sa.samples[-1].wall)}, "
                 f"certbot path {ms(sb.samples[-1].wall)}, floor {ms(sf.samples[-1].wall)}")
         table = report(sa, sb, sf, command=command, certbot_version=b.version(), when=when,
-                       pairs=pairs)
+                       pairs=pairs, load=load)
         failed = False
     finally:
         if not args.lab:
