@@ -3,8 +3,10 @@
 The ``acme`` library's ``poll_and_finalize`` sleeps a fixed second between polls. Against a
 CA that validates in a few milliseconds (Pebble, a local step-ca, or Let's Encrypt on a
 good day) that second is most of the wall time of an issuance, and it is paid twice
-(authorizations, then the order). So we poll at 50 ms first and back off exponentially to a
-cap of a few seconds, which keeps the request count low against a slow CA. A CA's
+(authorizations, then the order). So we poll at 10 ms first and back off exponentially to a
+cap of a few seconds: against a local CA each wait costs ~10-30 ms instead of a second, and
+against a slow one it adds two or three requests in the first second (ten polls in the
+first two seconds, eight with a 50 ms start), then the cap keeps the count low. A CA's
 Retry-After always wins over our schedule (RFC 8555 §8.2), but never past the deadline.
 """
 
@@ -18,7 +20,7 @@ from typing import TypeVar
 
 from oeagent.errors import AcmeError
 
-FIRST_DELAY = 0.05
+FIRST_DELAY = 0.01
 FACTOR = 1.7
 MAX_DELAY = 3.0
 # Whatever a CA asks for, one wait never exceeds this: a broken Retry-After must not hang us.

@@ -82,3 +82,10 @@ def test_publish_dry_run_and_verify_exclude_each_other(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as info:
         cli.main(["publish", "--dry-run", "--verify"])
     assert info.value.code == 2
+
+
+def test_acme_stack_without_dns01_does_not_import_dnspython() -> None:
+    # dnspython is only for dns-01: an http-01 enrollment does not pay for its imports.
+    code = "import sys\nimport oeagent.enroll, oeagent.ca\nprint('dns' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
