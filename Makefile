@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 LAB ?= $(CURDIR)/.lab/demo
 
 DEB_PACKAGES := pebble bind9 bind9-utils bind9-dnsutils unbound libnss3-tools libreswan \
-                nginx iproute2 openssl ca-certificates python3-venv
+                nginx iproute2 openssl ca-certificates python3-venv systemd
 
-.PHONY: deps deb-deps venv demo test lint typecheck unit lab-up lab-down clean
+.PHONY: deps deb-deps venv demo test lint typecheck unit lab-up lab-down bench clean
 
 deps: deb-deps venv
 
@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check oeagent lab tests
+	$(VENV)/bin/ruff check oeagent lab tests bench
 typecheck: venv
 	$(VENV)/bin/mypy
 
@@ -49,5 +49,10 @@ lab-down: venv
 demo: deps
 	bash scripts/demo.sh $(LAB)
 
+# Every benchmark in bench/ (each starts its own lab; minutes, not part of `make test`).
+# BENCH_ARGS is passed to each script, e.g. `make bench BENCH_ARGS=--smoke`.
+bench: deps
+	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
+
 clean:
-	rm -rf $(VENV) .lab .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .lab .bench .pytest_cache .mypy_cache .ruff_cache

@@ -32,6 +32,16 @@ INSECURE_CHILD = f"insecure.{ZONE}"
 BOGUS_CHILD = f"bogus.{ZONE}"
 LAME_CHILD = f"lame.{ZONE}"
 LAME_NS_ADDRESS = "127.0.0.99"
+# A zone that refuses every update (no update-policy): publishing there must fail cleanly.
+LOCKED_ZONE = "locked.test"
+# Reverse zones for IPSECKEY at reverse names (RFC 4025): a signed one, anchored in unbound
+# like oe.test, for 192.0.2.0/24, and one refusing updates for 203.0.113.0/24
+# (198.51.100.0/24 is left to the namespaced hosts of the end-to-end lab).
+REVERSE_ZONE = "2.0.192.in-addr.arpa"
+LOCKED_REVERSE_ZONE = "113.0.203.in-addr.arpa"
+LOCKED_ZONES = (LOCKED_ZONE, LOCKED_REVERSE_ZONE)
+# Signed zones whose trust anchor (DS) unbound is given directly: they have no signed parent.
+ANCHORED_ZONES = (ZONE, REVERSE_ZONE)
 # A well-formed DS (key tag 1, ECDSA P-256, SHA-256) whose digest matches no key.
 _BOGUS_DS = f"1 13 2 {'5A' * 32}"
 TSIG_KEY_NAME = "oeagent-lab"
@@ -93,7 +103,8 @@ def _zone_text(zone: str) -> str:
 
 
 # (zone, signed) for every zone this BIND serves.
-SERVED_ZONES = ((ZONE, True), (PLAIN_ZONE, False), (INSECURE_CHILD, False), (BOGUS_CHILD, True))
+SERVED_ZONES = ((ZONE, True), (PLAIN_ZONE, False), (INSECURE_CHILD, False), (BOGUS_CHILD, True),
+                (LOCKED_ZONE, False), (REVERSE_ZONE, True), (LOCKED_REVERSE_ZONE, False))
 
 
 def write_config(bind_dir: Path, port: int, tsig_key_file: Path,
@@ -106,13 +117,15 @@ def write_config(bind_dir: Path, port: int, tsig_key_file: Path,
     for zone, signed in SERVED_ZONES:
         (bind_dir / f"{zone}.zone").write_text(_zone_text(zone))
         signing = '    dnssec-policy "lab";\n    inline-signing yes;\n' if signed else ""
+        updates = (f"    update-policy {{ grant {TSIG_KEY_NAME} zonesub ANY; }};\n"
+                   if zone not in LOCKED_ZONES else "    allow-update { none; };\n")
         zones.append(
             f'zone "{zone}" {{\n'
             "    type primary;\n"
             f'    file "{bind_dir}/{zone}.zone";\n'
             f'    key-directory "{keys_dir}";\n'
             f"{signing}"
-            f"    update-policy {{ grant {TSIG_KEY_NAME} zonesub ANY; }};\n"
+            f"{updates}"
             "};\n"
         )
     conf = bind_dir / "named.conf"
@@ -180,9 +193,13 @@ def zone_is_signed(port: int, address: str = "127.0.0.1") -> bool:
 
 
 def ds_records(port: int, address: str = "127.0.0.1") -> list[str]:
-    """The DS records (SHA-256) of the signed zone's key-signing keys, in zone-file syntax."""
-    reply = query(port, ZONE, "DNSKEY", tcp=True, address=address)
-    origin = dns.name.from_text(ZONE)
+    """The DS records (SHA-256) of the anchored zones' key-signing keys, in zone-file syntax."""
+    return [ds for zone in ANCHORED_ZONES for ds in _zone_ds_records(port, zone, address)]
+
+
+def _zone_ds_records(port: int, zone: str, address: str) -> list[str]:
+    reply = query(port, zone, "DNSKEY", tcp=True, address=address)
+    origin = dns.name.from_text(zone)
     dnskeys = reply.find_rrset(
         reply.answer, origin, dns.rdataclass.IN, dns.rdatatype.DNSKEY
     )
@@ -192,5 +209,5 @@ def ds_records(port: int, address: str = "127.0.0.1") -> list[str]:
         if key.flags & 0x0001  # SEP: the CSK / KSK the parent's DS points at
     ]
     if not records:
-        raise LabError(f"BIND serves no key-signing DNSKEY for {ZONE}")
+        raise LabError(f"BIND serves no key-signing DNSKEY for {zone}")
     return records

@@ -28,6 +28,9 @@ _COMMENTS = {
     "challenge.dns": "RFC 2136 updates to the lab's BIND, signed with the lab's TSIG key.",
     "nss": "A private NSS database; trust_anchors is Pebble's current root.",
     "pluto": "No pluto runs in the lab by default: these paths stay inside the lab directory.",
+    "publish": "Advertising: off until backends are listed (rfc2136, zonefile, wellknown).\n"
+    "Verification asks the lab's validating unbound; the document is checked over HTTPS\n"
+    "on the port where the lab's nginx (or `oeagent serve`) listens.",
 }
 
 
@@ -108,6 +111,8 @@ def lab_settings(
     tsig_algorithm: str,
     tsig_secret_file: Path,
     address: str = "127.0.0.1",
+    unbound_port: int = 53,
+    https_port: int = 443,
 ) -> Table:
     """The lab config; ``root`` holds everything oeagent writes (state, NSS, webroot, pluto)."""
     return {
@@ -149,5 +154,21 @@ def lab_settings(
         "pluto": {
             "ctlsocket": str(root / "pluto" / "run" / "pluto.ctl"),
             "ipsec_dir": str(root / "ipsec.d"),
+        },
+        "publish": {
+            "backends": [],
+            "max_age": 300,
+            "resolver": "127.0.0.1",
+            "resolver_port": unbound_port,
+            "verify_timeout": 15,
+            "zonefile": str(root / "oe-records.zone"),
+            "dns": {"ttl": 5},
+            "wellknown": {
+                "mode": "webroot",
+                "webroot": str(root / "www"),
+                "listen_address": "127.0.0.1",
+                "port": https_port,
+                "ca_bundle": str(trust_anchors),
+            },
         },
     }

@@ -351,6 +351,8 @@ class Lab:
             tsig_algorithm=info.tsig_algorithm,
             tsig_secret_file=info.tsig_key_file,
             address=info.bind_address,
+            unbound_port=info.unbound_port,
+            https_port=info.https_port,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(config_file.render(settings, overrides))

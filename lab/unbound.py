@@ -16,7 +16,15 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from lab.bind import BOGUS_CHILD, INSECURE_CHILD, PLAIN_ZONE, ZONE
+from lab.bind import (
+    BOGUS_CHILD,
+    INSECURE_CHILD,
+    LOCKED_REVERSE_ZONE,
+    LOCKED_ZONE,
+    PLAIN_ZONE,
+    REVERSE_ZONE,
+    ZONE,
+)
 from lab.procs import LabError
 
 
@@ -27,7 +35,8 @@ def write_config(unbound_dir: Path, port: int, bind_port: int, ds_records: list[
     anchor.write_text("\n".join(ds_records) + "\n")
     stubs = "".join(
         f'stub-zone:\n    name: "{zone}"\n    stub-addr: {address}@{bind_port}\n'
-        for zone in (ZONE, INSECURE_CHILD, BOGUS_CHILD, PLAIN_ZONE, ".")
+        for zone in (ZONE, INSECURE_CHILD, BOGUS_CHILD, PLAIN_ZONE, LOCKED_ZONE, REVERSE_ZONE,
+                     LOCKED_REVERSE_ZONE, ".")
     )
     conf = unbound_dir / "unbound.conf"
     conf.write_text(
@@ -53,6 +62,9 @@ def write_config(unbound_dir: Path, port: int, bind_port: int, ds_records: list[
         "    so-reuseport: no\n"
         "    do-not-query-localhost: no\n"
         '    local-zone: "test." nodefault\n'
+        # unbound answers the documentation ranges' reverse zones itself unless told not to.
+        f'    local-zone: "{REVERSE_ZONE}." nodefault\n'
+        f'    local-zone: "{LOCKED_REVERSE_ZONE}." nodefault\n'
         '    module-config: "validator iterator"\n'
         f'    trust-anchor-file: "{anchor}"\n'
         "    val-log-level: 2\n"

@@ -11,21 +11,19 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from oeagent import __version__
 from oeagent.errors import EX_SOFTWARE, OeagentError
 from oeagent.report import Reporter
 
+if TYPE_CHECKING:
+    from oeagent.config import Config
+
 log = logging.getLogger("oeagent")
 
 # Commands reserved in the interface that later work fills in; each says so when run.
-_NOT_BUILT_YET = {
-    "renew": "renew what is due (and --force); the long-running agent uses the same path",
-    "run": "the long-running agent that renews, publishes and refreshes on a schedule",
-    "status": "show what is enrolled, deployed and published, and when it renews",
-    "publish": "advertise OE support in DNSSEC records and a well-known HTTPS document",
-    "unenroll": "withdraw advertisements, then remove the identity from NSS",
-}
+_NOT_BUILT_YET: dict[str, str] = {}
 
 EX_NOT_IMPLEMENTED = 3
 
@@ -103,14 +101,112 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(policy, in_subcommand=True)
     policy.add_argument("--dry-run", action="store_true", help="print the diff; change nothing")
 
+    publish = commands.add_parser(
+        "publish",
+        help="advertise OE support in DNSSEC records and a well-known HTTPS document",
+        description=(
+            "Derive the advertisement from the deployed certificate and key, bring every "
+            "configured backend (publish.backends) in line with it, then verify from the "
+            "outside: DNS through the validating resolver with the AD bit, the document "
+            "over HTTPS."
+        ),
+    )
+    _global_options(publish, in_subcommand=True)
+    what = publish.add_mutually_exclusive_group()
+    what.add_argument("--dry-run", action="store_true",
+                      help="print the plan as a diff; change nothing")
+    what.add_argument("--verify", action="store_true",
+                      help="only check what clients see; change nothing")
+
+    unenroll = commands.add_parser(
+        "unenroll",
+        help="withdraw the advertisement (mode none), then optionally the identity",
+        description=(
+            "Withdraw the TLSA and IPSECKEY records at once and publish mode none (TXT and "
+            "document) so caching clients release this host; run again after one max_age "
+            "(or with --purge) to remove those markers too."
+        ),
+    )
+    _global_options(unenroll, in_subcommand=True)
+    unenroll.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    unenroll.add_argument("--purge", action="store_true",
+                          help="remove the mode none markers now instead of after one max_age")
+    unenroll.add_argument("--remove-nss", action="store_true",
+                          help="also delete the certificate and key from the NSS database")
+    unenroll.add_argument("--revoke", action="store_true",
+                          help="also revoke the certificate at the CA (implies --remove-nss)")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve /.well-known/oe-ipsec over HTTPS with the enrolled certificate",
+        description=(
+            "A small HTTPS responder for hosts without a web server: answers "
+            "/.well-known/oe-ipsec with the document `oeagent publish` keeps current "
+            "(publish.wellknown.mode = 'serve'). Runs until SIGTERM."
+        ),
+    )
+    _global_options(serve, in_subcommand=True)
+    serve.add_argument("--listen", metavar="ADDRESS",
+                       help="default: publish.wellknown.listen_address")
+    serve.add_argument("--port", type=int, help="default: publish.wellknown.port")
+    _renewal_commands(commands)
+
     for name, summary in _NOT_BUILT_YET.items():
         sub = commands.add_parser(name, help=f"{summary} (not built yet)", description=summary)
         _global_options(sub, in_subcommand=True)
-        if name in ("renew", "publish", "unenroll"):
+        if name == "policy":
             sub.add_argument("--dry-run", action="store_true", help="change nothing")
-        if name == "renew":
-            sub.add_argument("--force", action="store_true", help="renew even if not due")
     return parser
+
+
+def _renewal_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    renew = commands.add_parser(
+        "renew",
+        help="renew the certificate if it is due (ARI or the lifetime rule) and deploy it",
+        description=(
+            "Renew the certificate when it is due (the CA's ARI window, else when a third of "
+            "its lifetime remains, half for short-lived ones), with enroll's lock and deploy "
+            "path, then run the post-deploy hooks. Exit 0 when nothing was due or the renewal "
+            "succeeded, 75 while backing off after failures, non-zero when a step failed."
+        ),
+    )
+    _global_options(renew, in_subcommand=True)
+    renew.add_argument("--force", action="store_true", help="renew even if not due")
+    renew.add_argument("--dry-run", action="store_true",
+                       help="say whether renewal is due from local state; contact nobody")
+    run = commands.add_parser(
+        "run",
+        help="the long-running agent: renews on schedule (and runs later jobs)",
+        description=(
+            "Run until SIGTERM/SIGINT: check renewal at the ARI/rule/backoff times (at least "
+            "every renewal.check_interval), reload the config on SIGHUP, notify systemd "
+            "(Type=notify, watchdog), log one line per event to stderr."
+        ),
+    )
+    _global_options(run, in_subcommand=True)
+    status = commands.add_parser(
+        "status",
+        help="the certificate, its renewal schedule, NSS and pluto; exit 1 if it needs attention",
+        description=(
+            "Show the certificate (names, serial, issuer, expiry), when and why it renews next, "
+            "the last success and failure, whether NSS holds exactly it and whether pluto has "
+            "it loaded. Exit 0 when healthy, 1 when something needs attention."
+        ),
+    )
+    _global_options(status, in_subcommand=True)
+    units = commands.add_parser(
+        "install-units",
+        help="write the systemd units (agent, or renew timer) for this configuration",
+        description=(
+            "Write oeagent.service, oeagent-renew.service and oeagent-renew.timer with this "
+            "oeagent's path, this config's state/NSS/ipsec directories and its secrets as "
+            "LoadCredential=, then print the systemctl commands to enable one of them."
+        ),
+    )
+    _global_options(units, in_subcommand=True)
+    units.add_argument("--directory", metavar="DIR", default="/etc/systemd/system",
+                       help="where to write the units (default: /etc/systemd/system)")
+    units.add_argument("--dry-run", action="store_true", help="print the units; write nothing")
 
 
 def _configure_logging(debug: bool) -> None:
@@ -131,39 +227,117 @@ def _run_enroll(args: argparse.Namespace, reporter: Reporter) -> dict[str, objec
     cfg = config_module.load(config_module.config_path_from(args.config))
     from oeagent.enroll import enroll
 
-    return enroll(cfg, reporter, force=args.force, dry_run=args.dry_run).as_dict()
+    result = enroll(cfg, reporter, force=args.force, dry_run=args.dry_run)
+    document = result.as_dict()
+    if cfg.publish.enabled and not args.dry_run:
+        from oeagent.publish.actions import run_publish
+
+        try:
+            document["publish"] = run_publish(cfg, reporter, resume=result.issued)
+        except OeagentError as exc:
+            # Say that the certificate part worked; keep the failure's exit status.
+            failure = type(exc)(f"enrolled, but publishing failed: {exc}")
+            failure.exit_code = exc.exit_code
+            raise failure from exc
+    return document
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    from oeagent import config as config_module
+
+    return config_module.load(config_module.config_path_from(args.config))
+
+
+def _run_publish(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent.publish.actions import run_publish
+
+    return run_publish(_load_config(args), reporter, dry_run=args.dry_run,
+                       verify_only=args.verify)
+
+
+def _run_unenroll(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent.publish.actions import run_unenroll
+
+    return run_unenroll(_load_config(args), reporter, purge=args.purge, dry_run=args.dry_run,
+                        remove_nss=args.remove_nss, revoke=args.revoke)
+
+
+def _run_serve(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent.publish.serve import serve
+
+    return serve(_load_config(args), reporter, listen=args.listen, port=args.port)
+
+
+def _run_renew(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent import config as config_module
+    from oeagent.renew import renew
+
+    cfg = config_module.load(config_module.config_path_from(args.config))
+    return renew(cfg, reporter, force=args.force, dry_run=args.dry_run).as_dict()
+
+
+def _run_agent(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent import config as config_module
+    from oeagent.agent import Agent
+
+    path = config_module.config_path_from(args.config)
+    return Agent(path, config_module.load(path), debug=bool(args.debug)).run()
+
+
+def _run_status(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent import config as config_module
+    from oeagent.status import NeedsAttention, collect, render_text
+
+    cfg = config_module.load(config_module.config_path_from(args.config))
+    report = collect(cfg)
+    if not args.json:
+        reporter.stream.write(render_text(report))
+    if report["attention"]:
+        raise NeedsAttention("; ".join(str(a) for a in report["attention"]), result=report)
+    return report
+
+
+def _run_install_units(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
+    from oeagent import config as config_module
+    from oeagent.units import install_units
+
+    path = config_module.config_path_from(args.config)
+    cfg = config_module.load(path)
+    return install_units(cfg, path, args.directory, reporter, dry_run=args.dry_run)
 
 
 def _run_discover(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
     from pathlib import Path
 
-    from oeagent import config as config_module
     from oeagent.discovery import discover, read_peer_file
 
-    cfg = config_module.load(config_module.config_path_from(args.config))
+    cfg = _load_config(args)
     peers = list(args.peers)
     if args.from_file:
         peers += read_peer_file(Path(args.from_file))
     if not peers:
-        from oeagent.errors import OeagentError
-
         raise OeagentError("name at least one PEER, or --from-file FILE")
-    # With --json every peer is one JSON line as soon as the batch is done, then the summary.
+    # With --json each peer is one JSON line as its lookup finishes, then the summary object.
     return discover(cfg, peers, as_json_lines=bool(args.json))
 
 
 def _run_policy(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:
-    from oeagent import config as config_module
     from oeagent.policy import apply
 
-    cfg = config_module.load(config_module.config_path_from(args.config))
-    return apply(cfg, reporter, dry_run=args.dry_run)
+    return apply(_load_config(args), reporter, dry_run=args.dry_run)
 
 
 _ACTIONS: dict[str, Callable[[argparse.Namespace, Reporter], dict[str, object]]] = {
     "enroll": _run_enroll,
     "discover": _run_discover,
     "policy": _run_policy,
+    "publish": _run_publish,
+    "unenroll": _run_unenroll,
+    "serve": _run_serve,
+    "renew": _run_renew,
+    "run": _run_agent,
+    "status": _run_status,
+    "install-units": _run_install_units,
 }
 
 
@@ -187,7 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OeagentError as exc:
         if args.debug:
             traceback.print_exc()
-        reporter.finish(command, ok=False, error=str(exc), exit_code=exc.exit_code)
+        # Some failures come with a result worth showing (a hook failed after a good deploy).
+        partial = getattr(exc, "result", None)
+        reporter.finish(command, ok=False, error=str(exc), exit_code=exc.exit_code,
+                        result=partial if isinstance(partial, dict) else None)
         if not args.json:
             print(f"oeagent {command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -102,6 +102,90 @@ class PlutoConfig:
     ipsec_dir: Path = Path("/etc/ipsec.d")
 
 
+PUBLISH_BACKENDS = ("rfc2136", "zonefile", "wellknown")
+PUBLISH_MODES = ("testing", "enforce")
+
+
+@dataclass(frozen=True)
+class PublishDnsConfig:
+    """RFC 2136 target for the advertisement; unset keys take [challenge.dns]'s values."""
+
+    server: str = "127.0.0.1"
+    port: int = 53
+    zone: str | None = None
+    tsig_key_name: str = "oeagent"
+    tsig_algorithm: str = "hmac-sha256"
+    tsig_secret: Secret | None = None
+    ttl: int = 300
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class PublishWellKnownConfig:
+    mode: str = "webroot"
+    """``webroot`` (the host's web server serves it) or ``serve`` (``oeagent serve``)."""
+    webroot: Path | None = None
+    listen_address: str = "::"
+    port: int = 443
+    """The HTTPS port clients use: where ``serve`` listens and where verification connects."""
+    ca_bundle: Path | None = None
+    """Roots trusted when verifying the document over HTTPS (default: the system store)."""
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    backends: tuple[str, ...] = ()
+    """Empty: publishing is not configured (enroll does not publish)."""
+    mode: str = "enforce"
+    max_age: int = 86_400
+    addresses: tuple[str, ...] = ()
+    """Addresses to advertise (default: host.addresses)."""
+    reverse: bool = False
+    """Also publish IPSECKEY at the reverse names of the addresses (you control that zone)."""
+    resolver: str = "127.0.0.1"
+    """The validating resolver used to verify (loopback only: its AD bit is trusted)."""
+    resolver_port: int = 53
+    verify_timeout: float = 60.0
+    dns: PublishDnsConfig = field(default_factory=PublishDnsConfig)
+    zonefile: Path | None = None
+    wellknown: PublishWellKnownConfig = field(default_factory=PublishWellKnownConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.backends)
+
+
+@dataclass(frozen=True)
+class RenewalConfig:
+    """When to renew and how to retry (see ``oeagent.renewal``); durations in seconds."""
+
+    ari: bool = True
+    """Follow the CA's ACME Renewal Information (RFC 9773) when its directory offers it."""
+    jitter: float = 0.05
+    """Without ARI: renew up to this fraction of the lifetime earlier than the rule says."""
+    retry_initial: float = 60.0
+    """First wait after a failed renewal; doubles with every failure."""
+    retry_max: float = 6 * 3600.0
+    """Longest wait between two attempts (a CA's Retry-After can still ask for longer)."""
+    check_interval: float = 12 * 3600.0
+    """The agent looks at the certificate at least this often, whatever the schedule says."""
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    post_deploy: tuple[tuple[str, ...], ...] = ()
+    """Commands (argument lists, no shell) run after a certificate is deployed."""
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class RolloverConfig:
+    key_lifetime: float = 0.0
+    """Seconds a certificate key is used before the next one takes over; 0 = forever."""
+    announce: float = 2 * 86400.0
+    """How long the next key is announced (its pins published) before it is switched in."""
+
+
 @dataclass(frozen=True)
 class DiscoveryConfig:
     resolver: str = "127.0.0.1"
@@ -156,6 +240,10 @@ class Config:
     pluto: PlutoConfig = field(default_factory=PlutoConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    renewal: RenewalConfig = field(default_factory=RenewalConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    rollover: RolloverConfig = field(default_factory=RolloverConfig)
     source: Path | None = None
 
 
@@ -276,6 +364,47 @@ class _Table:
         value = self._get(key, bool, "true or false")
         return default if value is _MISSING else bool(value)
 
+    def duration(self, key: str, default: float, low: float, high: float) -> float:
+        """Seconds, given as a number or a string with a unit: "90s", "15m", "12h", "365d"."""
+        value = self._get(key, (int, float, str), "a number of seconds or a string like '12h'")
+        if value is _MISSING:
+            return default
+        seconds = _parse_duration(value) if isinstance(value, str) else float(value)
+        if seconds is None:
+            self.reader.problem(
+                self.key_path(key), f"{value!r} is not a duration (e.g. 90, '90s', '12h', '365d')"
+            )
+            return default
+        if not low <= seconds <= high:
+            self.reader.problem(
+                self.key_path(key), f"must be between {low:g} and {high:g} seconds; got {seconds:g}"
+            )
+            return default
+        return seconds
+
+    def argv_lists(self, key: str) -> tuple[tuple[str, ...], ...]:
+        """A list of commands, each a non-empty list of strings (never a shell string)."""
+        value = self._get(key, list, "a list of argument lists")
+        if value is _MISSING:
+            return ()
+        out = []
+        for index, item in enumerate(value):
+            where = f"{self.key_path(key)}[{index}]"
+            if isinstance(item, str):
+                self.reader.problem(
+                    where, "must be an argument list like [\"/usr/bin/cmd\", \"arg\"], not a "
+                    "string: hooks never run through a shell"
+                )
+            elif not isinstance(item, list) or not item or not all(
+                isinstance(arg, str) and "\x00" not in arg for arg in item
+            ):
+                self.reader.problem(where, "must be a non-empty list of strings")
+            elif not os.path.isabs(item[0]):
+                self.reader.problem(where, f"the program {item[0]!r} must be an absolute path")
+            else:
+                out.append(tuple(item))
+        return tuple(out)
+
     def text_list(self, key: str, check: Callable[[str], str]) -> tuple[str, ...]:
         value = self._get(key, list, "a list of strings")
         if value is _MISSING:
@@ -343,6 +472,22 @@ class _Reader:
             for key in table.data:
                 if key not in table.used:
                     self.problem(table.key_path(key), "unknown key")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _parse_duration(text: str) -> float | None:
+    text = text.strip().lower()
+    if text and text[-1] in _UNITS:
+        number, unit = text[:-1].strip(), _UNITS[text[-1]]
+    else:
+        number, unit = text, 1
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 and seconds != float("inf") else None
 
 
 def _toml_type(value: object) -> str:
@@ -471,6 +616,10 @@ def _build(reader: _Reader) -> Config | None:
         challenge=challenge,
         nss=nss,
         pluto=pluto,
+        publish=_build_publish(reader, host, dns),
+        renewal=_build_renewal(root),
+        hooks=_build_hooks(root),
+        rollover=_build_rollover(root),
         discovery=_build_discovery(root.table("discovery")),
         policy=_build_policy(root.table("policy")),
     )
@@ -529,6 +678,105 @@ def _build_policy(t: _Table) -> PolicyConfig:
         peers=peers,
         responder=t.boolean("responder", True),
     )
+
+
+def _check_loopback(value: str) -> str:
+    address = names.normalize_ip(value)
+    if not ipaddress.ip_address(address).is_loopback:
+        raise ValueError(
+            f"{address} is not a loopback address: the AD bit is only trusted from a "
+            "validating resolver on this host (RFC 4035 §4.9.3)"
+        )
+    return address
+
+
+def _build_publish(reader: _Reader, host: HostConfig, challenge_dns: DnsChallengeConfig
+                   ) -> PublishConfig:
+    """The [publish] section; [publish.dns] keys default to those of [challenge.dns]."""
+    pub_t = reader.root.table("publish")
+    backends = pub_t.text_list("backends", _check_backend)
+    dns_t = pub_t.table("dns")
+    dns = PublishDnsConfig(
+        server=dns_t.text("server", challenge_dns.server, names.normalize_ip),
+        port=dns_t.integer("port", challenge_dns.port, 1, 65535),
+        zone=dns_t.optional_text("zone", names.normalize_fqdn) or challenge_dns.zone,
+        tsig_key_name=dns_t.text("tsig_key_name", challenge_dns.tsig_key_name, _check_key_name),
+        tsig_algorithm=dns_t.choice("tsig_algorithm", challenge_dns.tsig_algorithm,
+                                    TSIG_ALGORITHMS),
+        tsig_secret=dns_t.secret("tsig_secret_file") or challenge_dns.tsig_secret,
+        ttl=dns_t.integer("ttl", 300, 0, 86400),
+        timeout=dns_t.number("timeout", 10.0, 1, 120),
+    )
+    if "rfc2136" in backends and dns.tsig_secret is None and not any(
+        "tsig_secret_file" in p for p in reader.problems
+    ):
+        reader.problem("publish.dns.tsig_secret_file",
+                       "is required for the rfc2136 backend (or set challenge.dns's)")
+    wk_t = pub_t.table("wellknown")
+    wellknown = PublishWellKnownConfig(
+        mode=wk_t.choice("mode", "webroot", ("webroot", "serve")),
+        webroot=wk_t.path_value("webroot", None),
+        listen_address=wk_t.text("listen_address", "::", names.normalize_ip),
+        port=wk_t.integer("port", 443, 1, 65535),
+        ca_bundle=wk_t.path_value("ca_bundle", None, must_exist=True),
+    )
+    if "wellknown" in backends and wellknown.mode == "webroot" and wellknown.webroot is None:
+        reader.problem("publish.wellknown.webroot", "is required when mode = 'webroot'")
+    zonefile = pub_t.path_value("zonefile", None)
+    if "zonefile" in backends and zonefile is None:
+        reader.problem("publish.zonefile", "is required for the zonefile backend")
+    addresses = pub_t.text_list("addresses", names.normalize_ip) or host.addresses
+    return PublishConfig(
+        backends=backends,
+        mode=pub_t.choice("mode", "enforce", PUBLISH_MODES),
+        max_age=pub_t.integer("max_age", 86_400, 60, 31_557_600),
+        addresses=addresses,
+        reverse=pub_t.boolean("reverse", False),
+        resolver=pub_t.text("resolver", "127.0.0.1", _check_loopback),
+        resolver_port=pub_t.integer("resolver_port", 53, 1, 65535),
+        verify_timeout=pub_t.number("verify_timeout", 60.0, 1, 3600),
+        dns=dns,
+        zonefile=zonefile,
+        wellknown=wellknown,
+    )
+
+
+def _check_backend(value: str) -> str:
+    if value not in PUBLISH_BACKENDS:
+        raise ValueError(f"unknown backend {value!r}; choose from {', '.join(PUBLISH_BACKENDS)}")
+    return value
+
+
+def _build_renewal(root: _Table) -> RenewalConfig:
+    t = root.table("renewal")
+    initial = t.duration("retry_initial", 60.0, 1, 86400)
+    maximum = t.duration("retry_max", 6 * 3600.0, 1, 30 * 86400)
+    if maximum < initial:
+        root.reader.problem("renewal.retry_max", "must not be shorter than renewal.retry_initial")
+    return RenewalConfig(
+        ari=t.boolean("ari", True),
+        jitter=t.number("jitter", 0.05, 0, 0.2),
+        retry_initial=initial,
+        retry_max=max(maximum, initial),
+        check_interval=t.duration("check_interval", 12 * 3600.0, 1, 12 * 3600),
+    )
+
+
+def _build_hooks(root: _Table) -> HooksConfig:
+    t = root.table("hooks")
+    return HooksConfig(
+        post_deploy=t.argv_lists("post_deploy"),
+        timeout=t.duration("timeout", 120.0, 1, 3600),
+    )
+
+
+def _build_rollover(root: _Table) -> RolloverConfig:
+    t = root.table("rollover")
+    lifetime = t.duration("key_lifetime", 0.0, 0, 20 * 365 * 86400)
+    announce = t.duration("announce", 2 * 86400.0, 0, 365 * 86400)
+    if lifetime and announce >= lifetime:
+        root.reader.problem("rollover.announce", "must be shorter than rollover.key_lifetime")
+    return RolloverConfig(key_lifetime=lifetime, announce=announce)
 
 
 def _check_key_name(value: str) -> str:

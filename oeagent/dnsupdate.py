@@ -104,7 +104,9 @@ def build_update(zone: dns.name.Name, changes: Iterable[Change],
     for pre in prerequisites:
         if pre.kind == "present":
             if pre.rrset is not None and len(pre.rrset):
-                msg.present(pre.name, pre.rrset)
+                # Rdatas, not the rrset: dnspython then sends TTL 0, as RFC 2136 §2.4.2
+                # requires (BIND answers FORMERR to a prerequisite with a TTL).
+                msg.present(pre.name, *pre.rrset)
             else:
                 msg.present(pre.name, pre.rdtype)
         elif pre.kind == "absent":
@@ -169,6 +171,18 @@ def explain_tsig_error(exc: Exception, server: Server) -> str:
     return f"DNS server {server} rejected {which}: {why}"
 
 
+_PREREQUISITE_RCODES = (dns.rcode.NXRRSET, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN,
+                        dns.rcode.YXDOMAIN)
+
+
+class PrerequisiteFailed(DnsUpdateError):
+    """The zone changed since we read it (a compare-and-swap lost): re-read and retry."""
+
+    def __init__(self, message: str, rcode: dns.rcode.Rcode) -> None:
+        super().__init__(message)
+        self.rcode = rcode
+
+
 def send_update(server: Server, msg: dns.update.UpdateMessage) -> None:
     """Send ``msg`` over TCP; raise DnsUpdateError unless the server answers NOERROR."""
     zone = msg.zone[0].name if msg.zone else dns.name.root
@@ -184,6 +198,8 @@ def send_update(server: Server, msg: dns.update.UpdateMessage) -> None:
     except (OSError, dns.exception.DNSException) as exc:
         raise DnsUpdateError(f"cannot send the DNS update to {server}: {exc}") from None
     rcode = response.rcode()
+    if rcode in _PREREQUISITE_RCODES:
+        raise PrerequisiteFailed(explain_rcode(rcode, zone, server), rcode)
     if rcode != dns.rcode.NOERROR:
         raise DnsUpdateError(explain_rcode(rcode, zone, server))
     log.debug("update of %s at %s: NOERROR", zone, server)
@@ -233,15 +249,27 @@ def find_zone(server: Server, name: dns.name.Name) -> dns.name.Name:
         candidate = candidate.parent()
 
 
-def current_values(server: Server, name: dns.name.Name,
-                   rdtype: dns.rdatatype.RdataType) -> set[str]:
-    """The values the authoritative server answers now (empty on NXDOMAIN/NODATA)."""
+def current_rrset(server: Server, name: dns.name.Name,
+                  rdtype: dns.rdatatype.RdataType) -> dns.rrset.RRset:
+    """The rrset the authoritative server answers now (empty on NXDOMAIN/NODATA)."""
     response = query(server, name, rdtype)
     if not response.flags & dns.flags.AA:
         raise DnsUpdateError(f"DNS server {server} is not authoritative for "
                              f"{name.to_text(omit_final_dot=True)}")
+    if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        raise DnsUpdateError(f"DNS server {server} answered {dns.rcode.to_text(response.rcode())} "
+                             f"for {name.to_text(omit_final_dot=True)} "
+                             f"{dns.rdatatype.to_text(rdtype)}")
     rrset = response.get_rrset(response.answer, name, dns.rdataclass.IN, rdtype)
-    return {rdata.to_text() for rdata in rrset} if rrset is not None else set()
+    if rrset is None:
+        return dns.rrset.RRset(name, dns.rdataclass.IN, rdtype)
+    return rrset
+
+
+def current_values(server: Server, name: dns.name.Name,
+                   rdtype: dns.rdatatype.RdataType) -> set[str]:
+    """The values the authoritative server answers now (empty on NXDOMAIN/NODATA)."""
+    return {rdata.to_text() for rdata in current_rrset(server, name, rdtype)}
 
 
 def wait_for(server: Server, name: dns.name.Name, rdtype: dns.rdatatype.RdataType,

@@ -11,17 +11,24 @@ The flow, each step idempotent so an interrupted run converges when run again:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from oeagent import certstore, keys, renewal
+from oeagent import certstore, hooks, keys, renewal, renewstate
 from oeagent.config import Config
 from oeagent.deploy import DeployResult, deploy_to_nss, is_deployed, recover_interrupted_swap
 from oeagent.errors import StateError
 from oeagent.fsio import PRIVATE_FILE
 from oeagent.report import Reporter
 from oeagent.state import StateDir
+
+Critical = Callable[[], AbstractContextManager[Any]]
+"""A section a shutdown request must not interrupt (the agent defers SIGTERM inside it)."""
 
 
 @dataclass
@@ -32,6 +39,7 @@ class EnrollResult:
     deploy: DeployResult | None = None
     dry_run: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    hooks: list[hooks.HookResult] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -40,8 +48,42 @@ class EnrollResult:
             "dry_run": self.dry_run,
             "certificate": self.certificate,
             "deploy": self.deploy.as_dict() if self.deploy else None,
+            "hooks": [h.as_dict() for h in self.hooks],
             **self.extra,
         }
+
+    def raise_for_hooks(self) -> EnrollResult:
+        """A failed hook fails the run (non-zero exit) without undoing the certificate."""
+        failed = [h for h in self.hooks if not h.ok]
+        if failed:
+            names = ", ".join(f"{h.argv[0]} ({h.detail})" for h in failed)
+            raise hooks.HookError(
+                f"the certificate is deployed, but {len(failed)} post-deploy hook"
+                f"{'s' if len(failed) != 1 else ''} failed: {names}",
+                result=self.as_dict(),
+            )
+        return self
+
+
+def deploy_and_run_hooks(
+    config: Config,
+    state: StateDir,
+    cert: certstore.StoredCertificate,
+    key: keys.PrivateKey,
+    reporter: Reporter,
+    *,
+    event: str,
+    previous_serial: str | None,
+    critical: Critical = contextlib.nullcontext,
+) -> tuple[DeployResult, list[hooks.HookResult]]:
+    """The one deploy path of enroll and renew: NSS swap, verify, pluto, record, hooks."""
+    with critical():
+        result = deploy_to_nss(config, state, cert, key, reporter)
+        record = renewstate.load(state).for_serial(cert.serial_hex)
+        renewstate.save(state, dataclasses.replace(
+            record, failures=0, next_attempt=None,
+            last_success=renewstate.Event(dt.datetime.now(dt.UTC), cert.serial_hex)))
+    return result, hooks.run_post_deploy(config, state, cert, event, previous_serial, reporter)
 
 
 def load_or_create_key(
@@ -109,10 +151,13 @@ def enroll(
                 "check",
                 f"certificate {current.serial_hex} is current but not deployed; deploying it",
             )
-            result = deploy_to_nss(config, state, current, stored_key, reporter)
-            return EnrollResult(
-                False, "deployed the existing certificate", current.summary(), result
+            result, ran = deploy_and_run_hooks(
+                config, state, current, stored_key, reporter, event="enroll",
+                previous_serial=None,
             )
+            return EnrollResult(
+                False, "deployed the existing certificate", current.summary(), result, hooks=ran
+            ).raise_for_hooks()
 
         reason = "forced with --force" if force and not decision.due else decision.reason
         reporter.step("check", f"a new certificate is needed: {reason}")
@@ -128,8 +173,11 @@ def enroll(
         reporter.step(
             "store", f"kept certificate {stored.serial_hex} in {state.cert_dir(stored.serial_hex)}"
         )
-        result = deploy_to_nss(config, state, stored, key, reporter)
-        return EnrollResult(True, reason, stored.summary(), result)
+        result, ran = deploy_and_run_hooks(
+            config, state, stored, key, reporter, event="enroll",
+            previous_serial=current.serial_hex if current else None,
+        )
+        return EnrollResult(True, reason, stored.summary(), result, hooks=ran).raise_for_hooks()
 
 
 def _plan_only(

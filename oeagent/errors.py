@@ -50,9 +50,20 @@ class StateError(OeagentError):
 
 
 class AcmeError(OeagentError):
-    """The ACME CA refused, failed or could not be reached."""
+    """The ACME CA refused, failed or could not be reached.
+
+    ``code`` is the ACME problem type's last part (``rateLimited``, ``alreadyReplaced``...) when
+    the CA sent one; ``retry_after`` the seconds its Retry-After header asked us to wait.
+    """
 
     exit_code = EX_UNAVAILABLE
+
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
 
 
 class ChallengeError(AcmeError):

@@ -1,18 +1,29 @@
-"""When a certificate is due: the decision ``enroll`` (and later ``renew``) acts on.
+"""When a certificate is due, and when to try again after a failure: pure rules, no I/O.
 
-Without ACME Renewal Information the rule is lifetime-relative, so it works the same for
-160-hour, 45-day and 90-day certificates: renew when one third of the lifetime remains, or one
-half for lifetimes of ten days or less (short-lived certificates get more room for retries).
+Order of precedence:
+
+1. hard reasons (no certificate, key or names changed, expired): due now;
+2. the CA's ACME Renewal Information (RFC 9773) when it has any: a random time inside its
+   suggested window, kept while the window stays the same; a window in the past is the CA's
+   "renew now";
+3. otherwise the lifetime-relative rule, so 160-hour, 45-day and 90-day certificates are all
+   handled: renew when one third of the lifetime remains (one half for lifetimes of ten days
+   or less, which gives short-lived certificates more room for retries), made earlier by a
+   random jitter of up to ``renewal.jitter`` of the lifetime so a fleet does not renew in step;
+4. after a failure, not before the backoff (exponential with jitter, or the CA's Retry-After).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import random
 from dataclasses import dataclass
 
 from oeagent.certstore import StoredCertificate
-from oeagent.config import Config
+from oeagent.config import Config, RenewalConfig
 from oeagent.keys import PrivateKey, key_algorithm, same_key
+from oeagent.renewstate import AriRecord, RenewalRecord
 
 SHORT_LIFETIME = dt.timedelta(days=10)
 
@@ -22,33 +33,117 @@ class Decision:
     due: bool
     reason: str
     renew_after: dt.datetime | None = None
+    source: str = "rule"
+    """``hard`` (a reason that is not about time), ``ari``, ``fallback`` or ``rule``."""
 
 
 def renewal_time(cert: StoredCertificate) -> dt.datetime:
+    """The lifetime rule without jitter."""
     lifetime = cert.not_after - cert.not_before
     remaining_fraction = 0.5 if lifetime <= SHORT_LIFETIME else 1 / 3
     return cert.not_after - lifetime * remaining_fraction
 
 
-def decide(
-    config: Config, cert: StoredCertificate | None, key: PrivateKey | None, now: dt.datetime
-) -> Decision:
-    """Whether a new certificate is needed, and why (said to the user as it is)."""
+def jittered_time(cert: StoredCertificate, jitter: float, rng: random.Random) -> dt.datetime:
+    lifetime = cert.not_after - cert.not_before
+    return renewal_time(cert) - lifetime * (jitter * rng.random())
+
+
+def hard_reason(config: Config, cert: StoredCertificate | None, key: PrivateKey | None,
+                now: dt.datetime) -> str | None:
     if cert is None:
-        return Decision(True, "no certificate issued yet")
+        return "no certificate issued yet"
     if key is None or not same_key(cert.cert, key):
-        return Decision(True, "the stored certificate does not match the certificate key")
+        return "the stored certificate does not match the certificate key"
     if key_algorithm(key) != config.key.algorithm:
-        return Decision(True, f"key algorithm changed to {config.key.algorithm}")
-    wanted_names = sorted(config.host.names)
-    wanted_ips = sorted(config.host.addresses)
-    if cert.dns_names() != wanted_names or cert.ip_addresses() != wanted_ips:
-        return Decision(True, "the configured names or addresses differ from the certificate's")
+        return f"key algorithm changed to {config.key.algorithm}"
+    if (cert.dns_names() != sorted(config.host.names)
+            or cert.ip_addresses() != sorted(config.host.addresses)):
+        return "the configured names or addresses differ from the certificate's"
     if now >= cert.not_after:
-        return Decision(True, f"the certificate expired at {cert.not_after.isoformat()}")
-    when = renewal_time(cert)
+        return f"the certificate expired at {cert.not_after.isoformat()}"
+    return None
+
+
+def decide(config: Config, cert: StoredCertificate | None, key: PrivateKey | None,
+           now: dt.datetime, record: RenewalRecord | None = None) -> Decision:
+    """Whether a new certificate is needed, and why (said to the user as it is).
+
+    With a ``record`` (renew, the agent) its ARI window or jittered time decides; without
+    one (enroll's first look) the plain lifetime rule does.
+    """
+    reason = hard_reason(config, cert, key, now)
+    if reason is not None:
+        return Decision(True, reason, None, "hard")
+    assert cert is not None
+    until = f"valid until {cert.not_after.isoformat()}"
+    if record is not None and record.ari is not None:
+        ari = record.ari
+        if ari.end <= now:
+            return Decision(True, f"the CA asks for renewal now (ARI window ended "
+                            f"{ari.end.isoformat()})", ari.chosen, "ari")
+        if ari.chosen <= now:
+            return Decision(True, f"inside the CA's ARI window (renewal time "
+                            f"{ari.chosen.isoformat()})", ari.chosen, "ari")
+        return Decision(False, f"{until}; renewal at {ari.chosen.isoformat()}, inside the CA's "
+                        f"ARI window {ari.start.isoformat()} .. {ari.end.isoformat()}",
+                        ari.chosen, "ari")
+    when = record.fallback_at if record is not None and record.fallback_at else renewal_time(cert)
+    source = "fallback" if record is not None and record.fallback_at else "rule"
     if now >= when:
-        return Decision(True, f"renewal was due at {when.isoformat()}", when)
-    return Decision(
-        False, f"valid until {cert.not_after.isoformat()}, renewal due at {when.isoformat()}", when
-    )
+        return Decision(True, f"renewal was due at {when.isoformat()}", when, source)
+    return Decision(False, f"{until}, renewal due at {when.isoformat()}", when, source)
+
+
+def with_fallback_time(record: RenewalRecord, cert: StoredCertificate, cfg: RenewalConfig,
+                       rng: random.Random) -> RenewalRecord:
+    """Fix the jittered lifetime-rule time once per certificate (so restarts keep it)."""
+    if record.fallback_at is not None:
+        return record
+    return dataclasses.replace(record, fallback_at=jittered_time(cert, cfg.jitter, rng))
+
+
+def with_ari(record: RenewalRecord, start: dt.datetime, end: dt.datetime,
+             explanation_url: str | None, recheck_after: float, now: dt.datetime,
+             rng: random.Random) -> RenewalRecord:
+    """Record a renewalInfo answer; keep the chosen time while the window is unchanged."""
+    old = record.ari
+    if old is not None and old.start == start and old.end == end:
+        chosen = old.chosen
+    else:
+        chosen = start + (end - start) * rng.random()
+    ari = AriRecord(start, end, chosen, now + dt.timedelta(seconds=recheck_after), now,
+                    explanation_url)
+    return dataclasses.replace(record, ari=ari)
+
+
+def backoff_seconds(failures: int, cfg: RenewalConfig, rng: random.Random,
+                    time_left: float | None = None) -> float:
+    """The wait after the ``failures``-th failure in a row: doubling from retry_initial up to
+    retry_max, with +-25 % jitter, and never more than an eighth of the certificate's
+    remaining time (so a 160-hour certificate still gets many tries before it lapses)."""
+    delay = cfg.retry_initial * 2.0 ** min(max(failures - 1, 0), 40)
+    delay = min(delay, cfg.retry_max)
+    if time_left is not None and time_left > 0:
+        delay = min(delay, max(cfg.retry_initial, time_left / 8))
+    return delay * rng.uniform(0.75, 1.25)
+
+
+def after_failure(record: RenewalRecord, cfg: RenewalConfig, now: dt.datetime,
+                  retry_after: float | None, not_after: dt.datetime | None,
+                  rng: random.Random) -> RenewalRecord:
+    """One more failure: when to try next. The CA's Retry-After wins over our backoff."""
+    failures = record.failures + 1
+    time_left = (not_after - now).total_seconds() if not_after is not None else None
+    wait = backoff_seconds(failures, cfg, rng, time_left)
+    if retry_after is not None:
+        wait = max(wait, retry_after)
+    return dataclasses.replace(record, failures=failures,
+                               next_attempt=now + dt.timedelta(seconds=wait))
+
+
+def will_lapse(record: RenewalRecord, cert: StoredCertificate | None) -> bool:
+    """True when the next attempt comes after the working certificate expires."""
+    if cert is None or record.failures == 0 or record.next_attempt is None:
+        return False
+    return record.next_attempt >= cert.not_after

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: bring up a fresh local lab, enroll this "host" against the lab's real ACME CA,
-# show the certificate in libreswan's NSS database, then stop the lab (KEEP_LAB=1 keeps it).
+# show the certificate in libreswan's NSS database, advertise it in the DNSSEC-signed zone,
+# then stop the lab (KEEP_LAB=1 keeps it).
 set -euo pipefail
 LAB=${1:-$PWD/.lab/demo}
 PY=.venv/bin/python
@@ -30,6 +31,17 @@ certutil -L -d "$NSS" -n oeagent -a | openssl x509 -noout -subject -issuer -seri
 
 say "Verified for pluto's use (certutil -V -u V)"
 certutil -V -u V -d "$NSS" -n oeagent
+
+say "Advertising it: TLSA, IPSECKEY and _oe TXT by RFC 2136 into the signed zone (plan first)"
+sed -i 's/^backends = \[\]/backends = ["rfc2136"]/' "$LAB/oeagent.toml"
+$OEAGENT --config "$LAB/oeagent.toml" publish --dry-run
+$OEAGENT --config "$LAB/oeagent.toml" publish
+
+UNBOUND=$(sed -n 's/^resolver_port = \([0-9]*\)/\1/p' "$LAB/oeagent.toml" | head -1)
+say "What a client sees through the validating resolver (note the 'ad' flag)"
+dig +dnssec +noall +comments +answer -p "$UNBOUND" @127.0.0.1 _500._udp.server.oe.test TLSA | grep -E 'flags|TLSA'
+dig +noall +answer -p "$UNBOUND" @127.0.0.1 server.oe.test IPSECKEY
+dig +noall +answer -p "$UNBOUND" @127.0.0.1 _oe.server.oe.test TXT
 
 STATE=$(sed -n 's/^state_dir = "\([^"]*\)".*/\1/p' "$LAB/oeagent.toml" | head -1)
 say "oeagent's state directory (private: 0700 directories, 0600 keys)"

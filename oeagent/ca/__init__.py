@@ -10,15 +10,16 @@ download -> parse. Modules: ``client`` (HTTPS trust, error translation), ``accou
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 
-from acme import client as acme_client
-from acme import crypto_util
+from acme import crypto_util, messages
 from cryptography import x509
 
 from oeagent.ca import order
 from oeagent.ca.account import ensure_account
+from oeagent.ca.ari import AriClient, RenewalInfo, cert_id
 from oeagent.ca.client import get_directory, make_network, translated
 from oeagent.config import Config
 from oeagent.errors import AcmeError
@@ -26,7 +27,8 @@ from oeagent.keys import PrivateKey, key_to_pem, same_key
 from oeagent.report import Reporter
 from oeagent.state import StateDir
 
-__all__ = ["IssuedCertificate", "issue_certificate", "parse_chain"]
+__all__ = ["IssuedCertificate", "RenewalInfo", "cert_id", "fetch_renewal_info",
+           "issue_certificate", "parse_chain"]
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,38 @@ def make_csr(config: Config, cert_key: PrivateKey) -> bytes:
                                 ipaddrs=addresses or None)
 
 
+def order_replacing(client: AriClient, csr: bytes, profile: str | None, replaces: str | None,
+                    action: str, reporter: Reporter) -> tuple[messages.OrderResource, str | None]:
+    """newOrder with ``replaces``; if the CA answers ``alreadyReplaced`` (another order already
+    claimed that certificate, RFC 9773 §5), once more without it. Returns what was sent."""
+    url = client.directory["newOrder"]
+    try:
+        with translated(action, url):
+            return client.new_order(csr, profile=profile, replaces=replaces), replaces
+    except AcmeError as exc:
+        if exc.code != "alreadyReplaced" or not replaces:
+            raise
+    reporter.step("order", f"the CA says {replaces} was already replaced; ordering without "
+                  "'replaces'", level="warning")
+    with translated(action, url):
+        return client.new_order(csr, profile=profile), None
+
+
+def fetch_renewal_info(config: Config, cert: x509.Certificate,
+                       now: dt.datetime | None = None) -> RenewalInfo | None:
+    """The CA's renewalInfo for ``cert`` (RFC 9773), or None when its directory has none."""
+    net = make_network(config.acme)
+    client = AriClient(get_directory(config.acme, net), net)
+    with translated("read the CA's renewal information", config.acme.directory):
+        return client.renewal_info(cert, now)
+
+
 def issue_certificate(config: Config, state: StateDir, cert_key: PrivateKey,
-                      reporter: Reporter) -> IssuedCertificate:
+                      reporter: Reporter, replaces: str | None = None) -> IssuedCertificate:
     """Run one ACME order for config.host.names + addresses with ``cert_key``.
 
+    ``replaces`` is the ARI id of the certificate this one renews; it is sent only when the
+    CA offers ARI, and dropped (once) if the CA answers ``alreadyReplaced``.
     Raises AcmeError (ChallengeError for validation problems, DnsUpdateError for dns-01
     publishing problems) with a one-line message; never leaves challenge files, responders
     or TXT records behind.
@@ -65,16 +95,19 @@ def issue_certificate(config: Config, state: StateDir, cert_key: PrivateKey,
     acme = config.acme
     net = make_network(acme)
     directory = get_directory(acme, net)
-    client = acme_client.ClientV2(directory, net)
+    client = AriClient(directory, net)
     account = ensure_account(acme, state, client, reporter)
     profile = order.choose_profile(acme.profile, directory, reporter)
+    if not client.supports_ari():
+        replaces = None
 
     identifiers = [*config.host.names, *config.host.addresses]
-    with translated(f"create an order for {', '.join(identifiers)}", directory["newOrder"]):
-        orderr = client.new_order(make_csr(config, cert_key), profile=profile)
+    csr = make_csr(config, cert_key)
+    action = f"create an order for {', '.join(identifiers)}"
+    orderr, replaces = order_replacing(client, csr, profile, replaces, action, reporter)
     deadline = order.order_deadline(acme.order_timeout)
     reporter.step("order", f"order created for {', '.join(identifiers)}", order=orderr.uri,
-                  identifiers=identifiers, profile=profile)
+                  identifiers=identifiers, profile=profile, replaces=replaces)
 
     tasks = order.tasks_for(orderr, config.challenge.type, account.key)
     if tasks:

@@ -30,6 +30,7 @@ from josepy.jwa import ES256
 from josepy.jwk import JWK
 
 from oeagent import __version__
+from oeagent.ca.polling import parse_retry_after
 from oeagent.config import AcmeConfig
 from oeagent.errors import AcmeError
 
@@ -70,6 +71,39 @@ class _Network(acme_client.ClientNetwork):
                     raise
                 log.debug("badNonce twice; retrying: %s", error)
         raise AssertionError("unreachable")
+
+
+    def _check_response(  # type: ignore[override]
+        self, response: requests.Response, content_type: str | None = None
+    ) -> requests.Response:
+        """Keep what the library drops from an error answer: Retry-After (rate limits,
+        RFC 8555 §6.6) and RFC 9773's ``alreadyReplaced``, which arrives as a 409 that the
+        library would turn into an account ConflictError."""
+        problem = _problem_of(response) if response.status_code == 409 else None
+        try:
+            if problem is not None and str(problem.typ).endswith(":alreadyReplaced"):
+                raise problem
+            return super()._check_response(response, content_type=content_type)
+        except messages.Error as error:
+            # The library's problem object is immutable (josepy); this extra attribute is ours.
+            object.__setattr__(error, RETRY_AFTER_ATTR, response.headers.get("Retry-After"))
+            raise
+
+
+RETRY_AFTER_ATTR = "oeagent_retry_after"
+
+
+def _problem_of(response: requests.Response) -> messages.Error | None:
+    try:
+        problem: messages.Error = messages.Error.from_json(response.json())
+        return problem
+    except (ValueError, DeserializationError):
+        return None
+
+
+def problem_code(error: messages.Error) -> str:
+    """The problem type's last part, also for types the library does not know."""
+    return str(error.typ or "").rsplit(":", 1)[-1]
 
 
 def system_trust() -> str | None:
@@ -130,7 +164,11 @@ def translated(action: str, url: str) -> Iterator[None]:
     except requests.exceptions.RequestException as exc:
         raise AcmeError(f"cannot {action}: HTTP error from {_host(url)} ({_reason(exc)})") from None
     except messages.Error as exc:
-        raise AcmeError(f"cannot {action}: the CA said: {problem_text(exc)}") from None
+        raise AcmeError(
+            f"cannot {action}: the CA said: {problem_text(exc)}",
+            code=problem_code(exc),
+            retry_after=parse_retry_after(getattr(exc, RETRY_AFTER_ATTR, None), cap=None),
+        ) from None
     except acme_errors.ClientError as exc:
         # Non-JSON error pages (a proxy's 502, a wrong URL's 404) arrive as ClientError(response).
         detail = exc.args[0] if exc.args else exc

@@ -102,8 +102,9 @@ def standalone(config: HttpChallengeConfig, answers: Mapping[str, str]) -> Itera
         server = _Responder(config.listen_address, config.port, answers)
     except OSError as exc:
         raise ChallengeError(_bind_error(exc, where, config.port)) from None
-    # A short poll interval: shutdown() waits up to one interval for the loop to notice.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+    # shutdown() waits up to one poll interval for the loop to notice, and that wait sits
+    # between validation and finalization: keep it to a few ms (the wake-ups cost nothing).
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.005},
                               name="oeagent-http01", daemon=True)
     thread.start()
     log.debug("http-01 responder listening on %s", where)

@@ -16,7 +16,7 @@ from acme import challenges, messages
 from acme import client as acme_client
 from josepy.jwk import JWK
 
-from oeagent.ca import dns01, http01
+from oeagent.ca import http01
 from oeagent.ca.client import post_as_get, problem_text, translated
 from oeagent.ca.polling import poll_until
 from oeagent.config import ChallengeConfig
@@ -88,6 +88,9 @@ def challenge_setup(config: ChallengeConfig, tasks: list[Task],
             assert isinstance(task.challb.chall, challenges.DNS01)
             owner = task.challb.chall.validation_domain_name(task.identifier)
             records.setdefault(owner, set()).add(task.validation)
+        # dnspython (~50 ms of imports) only when dns-01 is configured.
+        from oeagent.ca import dns01
+
         with dns01.published(config.dns, records, reporter):
             yield
         return

@@ -3,8 +3,10 @@
 The ``acme`` library's ``poll_and_finalize`` sleeps a fixed second between polls. Against a
 CA that validates in a few milliseconds (Pebble, a local step-ca, or Let's Encrypt on a
 good day) that second is most of the wall time of an issuance, and it is paid twice
-(authorizations, then the order). So we poll at 50 ms first and back off exponentially to a
-cap of a few seconds, which keeps the request count low against a slow CA. A CA's
+(authorizations, then the order). So we poll at 10 ms first and back off exponentially to a
+cap of a few seconds: against a local CA each wait costs ~10-30 ms instead of a second, and
+against a slow one it adds two or three requests in the first second (ten polls in the
+first two seconds, eight with a 50 ms start), then the cap keeps the count low. A CA's
 Retry-After always wins over our schedule (RFC 8555 §8.2), but never past the deadline.
 """
 
@@ -18,7 +20,7 @@ from typing import TypeVar
 
 from oeagent.errors import AcmeError
 
-FIRST_DELAY = 0.05
+FIRST_DELAY = 0.01
 FACTOR = 1.7
 MAX_DELAY = 3.0
 # Whatever a CA asks for, one wait never exceeds this: a broken Retry-After must not hang us.
@@ -41,16 +43,23 @@ def backoff_delay(attempt: int, first: float = FIRST_DELAY, factor: float = FACT
     return min(delay, cap)
 
 
-def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
+def parse_retry_after(
+    value: str | None,
+    now: datetime.datetime | None = None,
+    cap: float | None = MAX_RETRY_AFTER,
+) -> float | None:
     """Seconds from ``now`` that a Retry-After header asks for, or None if absent/invalid.
 
     RFC 9110 §10.2.3 allows delta-seconds or an HTTP-date; a date in the past means "now".
+    ``cap`` bounds a wait inside one order; renewal scheduling passes None (a rate limit's
+    Retry-After of hours must be honoured as it is).
     """
+    limit = cap if cap is not None else float("inf")
     if value is None:
         return None
     value = value.strip()
     if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
+        return min(float(value), limit)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -58,7 +67,7 @@ def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -
     if when.tzinfo is None:  # HTTP dates are GMT; treat a zone-less one the same way
         when = when.replace(tzinfo=datetime.UTC)
     now = now or datetime.datetime.now(datetime.UTC)
-    return min(max((when - now).total_seconds(), 0.0), MAX_RETRY_AFTER)
+    return min(max((when - now).total_seconds(), 0.0), limit)
 
 
 def next_wait(attempt: int, retry_after: float | None, remaining: float) -> float:

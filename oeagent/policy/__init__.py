@@ -163,10 +163,13 @@ def _strip(files: dict[str, str] | dict[str, str | None]) -> dict[str, str | Non
 
 def refresh(cfg: Config, reporter: Reporter, now: dt.datetime | None = None) -> bool:
     """For ``oeagent run``: refresh the peers that are due and, when a decision changed,
-    re-apply the policy. Returns whether the policy was re-applied."""
+    re-apply the policy -- only where ``oeagent policy`` installed one before, so the agent
+    never writes into the ipsec directory on its own initiative. Returns whether it did."""
     from oeagent.discovery import refresh_due_peers
 
     if not refresh_due_peers(cfg, now):
+        return False
+    if not (cfg.pluto.ipsec_dir / render.CONF).exists():
         return False
     apply(cfg, reporter, now=now)
     return True

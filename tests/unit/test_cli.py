@@ -11,7 +11,10 @@ import pytest
 
 from oeagent import cli
 
-COMMANDS = ["enroll", "renew", "run", "status", "publish", "discover", "policy", "unenroll"]
+COMMANDS = ["enroll", "renew", "run", "status", "install-units", "publish", "discover", "policy",
+            "unenroll", "serve"]
+BUILT = ("enroll", "renew", "run", "status", "install-units", "publish", "unenroll", "serve",
+         "discover", "policy")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -32,7 +35,7 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
         assert command in out
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ("enroll", "discover", "policy")])
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c not in BUILT])
 def test_reserved_commands_say_not_built_and_fail(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([command]) == cli.EX_NOT_IMPLEMENTED
     assert "not built yet" in capsys.readouterr().err
@@ -66,3 +69,24 @@ def test_help_does_not_import_the_acme_stack() -> None:
     code = "import sys\nfrom oeagent import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\nprint('acme' in sys.modules, 'requests' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
+
+
+def test_publish_without_backends_says_how_to_configure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "oeagent.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\n[host]\nnames = ["a.example"]\n')
+    assert cli.main(["publish", "--dry-run", "--config", str(cfg)]) == 69
+    assert "publish.backends" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+
+
+def test_publish_dry_run_and_verify_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["publish", "--dry-run", "--verify"])
+    assert info.value.code == 2
+
+
+def test_acme_stack_without_dns01_does_not_import_dnspython() -> None:
+    # dnspython is only for dns-01: an http-01 enrollment does not pay for its imports.
+    code = "import sys\nimport oeagent.enroll, oeagent.ca\nprint('dns' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -530,6 +530,59 @@ def test_recover_after_crash(
     assert db.recover(work) == "nothing"
 
 
+@pytest.fixture
+def installed_same_key(
+    anchored: NssDatabase, pki: Pki, work: Path
+) -> tuple[NssDatabase, Snapshot, ec.EllipticCurvePrivateKey]:
+    key = ec_key()
+    anchored.install_identity(NICK, key, pki.leaf(key, age_hours=2), [pki.inter], work_dir=work)
+    return anchored, snapshot(anchored), key
+
+
+def _no_export(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the backup of a reused key must not need pk12util -o")
+
+
+@pytest.mark.usefixtures("no_trial")
+def test_same_key_backup_without_pk12util_rolls_back(
+    installed_same_key: tuple[NssDatabase, Snapshot, ec.EllipticCurvePrivateKey],
+    pki: Pki,
+    work: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Key reuse: the backup is written from the key we hold, and a rollback restores it.
+    db, before, key = installed_same_key
+    monkeypatch.setattr(NssDatabase, "export_pkcs12", _no_export)
+
+    def injected(*args: object) -> None:
+        raise NssError("injected check failure")
+
+    monkeypatch.setattr(swap, "_check_installed", injected)
+    with pytest.raises(NssError, match=r"injected.*previous certificate was restored"):
+        db.install_identity(NICK, key, pki.leaf(key, age_hours=1), [pki.inter], work_dir=work)
+    assert snapshot(db) == before
+    assert os.listdir(work) == []
+
+
+def test_same_key_recover_after_crash_with_nickname_empty(
+    installed_same_key: tuple[NssDatabase, Snapshot, ec.EllipticCurvePrivateKey],
+    pki: Pki,
+    work: Path,
+) -> None:
+    db, before, key = installed_same_key
+
+    def action() -> None:
+        NssDatabase.export_pkcs12 = _no_export  # type: ignore[method-assign,assignment]
+        _crash_around(NssDatabase, "purge", after=True, db=db)
+        db.install_identity(NICK, key, pki.leaf(key, age_hours=1), [pki.inter], work_dir=work)
+
+    crash_in_child(action)
+    assert db.certificates(NICK) == []
+    assert db.recover(work) == "restored"
+    assert snapshot(db) == before
+    assert os.listdir(work) == []
+
+
 def test_recover_after_crash_inside_import(
     installed: tuple[NssDatabase, Snapshot], pki: Pki, work: Path
 ) -> None:

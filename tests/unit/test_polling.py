@@ -13,14 +13,16 @@ from oeagent.errors import AcmeError
 
 def test_schedule_starts_fast_and_grows_to_the_cap() -> None:
     delays = [polling.backoff_delay(i) for i in range(12)]
-    assert delays[0] == pytest.approx(0.05)
-    assert delays[1] == pytest.approx(0.05 * polling.FACTOR)
+    assert delays[0] == pytest.approx(polling.FIRST_DELAY) == pytest.approx(0.01)
+    assert delays[1] == pytest.approx(polling.FIRST_DELAY * polling.FACTOR)
     pairs = list(itertools.pairwise(delays))
     assert all(b >= a for a, b in pairs)
     assert all(1.5 <= b / a <= 2 for a, b in pairs if b < polling.MAX_DELAY)
     assert delays[-1] == polling.MAX_DELAY
-    # The first second holds several polls: a local CA is seen within ~50-150 ms.
-    assert sum(delays[:4]) < 1.0
+    # The first second holds several polls: a local CA is seen within ~10-60 ms.
+    assert sum(delays[:4]) < 0.15
+    # ...but a slow CA is not hammered: at most ten polls in the first two seconds.
+    assert len([t for t in itertools.accumulate(delays) if t < 2.0]) + 1 <= 10
 
 
 def test_huge_attempt_does_not_overflow() -> None:
@@ -48,7 +50,7 @@ def test_retry_after_http_date() -> None:
 
 
 def test_next_wait_prefers_retry_after_but_never_passes_the_deadline() -> None:
-    assert polling.next_wait(0, None, 10) == pytest.approx(0.05)
+    assert polling.next_wait(0, None, 10) == pytest.approx(polling.FIRST_DELAY)
     assert polling.next_wait(0, 2.0, 10) == 2.0
     assert polling.next_wait(5, 30.0, 1.5) == 1.5
     assert polling.next_wait(0, None, -1) == 0.0
@@ -73,7 +75,8 @@ def test_poll_until_returns_when_done_and_honours_retry_after() -> None:
     result = polling.poll_until(lambda: next(answers), lambda s: s == "valid", deadline=60,
                                 describe_pending=lambda s: s, clock=clock, sleep=clock.sleep)
     assert result == "valid"
-    assert clock.sleeps == [pytest.approx(0.05), 2.0, pytest.approx(0.05 * polling.FACTOR**2)]
+    first = polling.FIRST_DELAY
+    assert clock.sleeps == [pytest.approx(first), 2.0, pytest.approx(first * polling.FACTOR**2)]
 
 
 def test_poll_until_times_out_naming_what_is_pending() -> None:

@@ -1,0 +1,99 @@
+"""The generic half of the contract (no network): apply re-plans after a lost race and
+gives up clearly; the rollover clock; the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from oeagent import config
+from oeagent.publish import advertise
+from oeagent.publish.base import (
+    APPLY_ATTEMPTS,
+    Backend,
+    Desired,
+    Diff,
+    Plan,
+    PublishError,
+    StalePlan,
+    Verification,
+)
+from oeagent.state import StateDir
+
+
+class Racing(Backend):
+    """Loses the compare-and-swap ``losses`` times, then wins."""
+
+    name = "racing"
+
+    def __init__(self, losses: int) -> None:
+        self.losses = losses
+        self.plans = 0
+        self.sent = 0
+
+    def plan(self, desired: Desired | None) -> Plan:
+        self.plans += 1
+        return Plan(self.name, desired, [Diff("+", "here", f"value {self.plans}")])
+
+    def _apply(self, plan: Plan) -> None:
+        self.sent += 1
+        if self.sent <= self.losses:
+            raise StalePlan("NXRRSET")
+
+    def verify(self, desired: Desired | None, timeout: float) -> Verification:
+        return Verification(self.name)
+
+
+def test_apply_replans_after_a_lost_race() -> None:
+    backend = Racing(losses=2)
+    done = backend.apply(backend.plan(None))
+    assert done.attempts == 3 and backend.plans == 3
+    assert done.diffs[0].value == "value 3"  # the plan that won is the freshest one
+
+
+def test_apply_gives_up_after_bounded_attempts() -> None:
+    backend = Racing(losses=100)
+    with pytest.raises(PublishError, match=f"kept changing.*{APPLY_ATTEMPTS} attempts"):
+        backend.apply(backend.plan(None))
+    assert backend.sent == APPLY_ATTEMPTS
+
+
+def test_empty_plan_sends_nothing() -> None:
+    backend = Racing(losses=0)
+    assert backend.apply(Plan("racing", None)).attempts == 0 and backend.sent == 0
+
+
+def _config(tmp_path: Path, backends: str) -> config.Config:
+    path = tmp_path / "oeagent.toml"
+    path.write_text(f'state_dir = "{tmp_path}/state"\n[host]\nnames = ["a.example"]\n'
+                    f'[publish]\nbackends = {backends}\nmax_age = 3600\nzonefile = "z"\n'
+                    f'[publish.dns]\nttl = 600\n[publish.wellknown]\nwebroot = "www"\n')
+    return config.load(path)
+
+
+def test_earliest_switch_waits_two_ttls_in_dns_and_a_max_age_for_the_document(
+    tmp_path: Path
+) -> None:
+    state = StateDir(tmp_path / "state")
+    now = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
+    ledger = advertise.Ledger({})
+    ledger.note_pins(("aa" * 32, "bb" * 32), now)
+    ledger.save(state, None)
+    dns_only = _config(tmp_path, '["zonefile"]')
+    assert advertise.earliest_switch(dns_only, state, "bb" * 32) == now + dt.timedelta(seconds=1200)
+    both = _config(tmp_path, '["zonefile", "wellknown"]')
+    assert advertise.earliest_switch(both, state, "bb" * 32) == now + dt.timedelta(hours=1)
+    assert advertise.earliest_switch(both, state, "cc" * 32) is None  # never published
+
+
+def test_ledger_keeps_first_publication_times(tmp_path: Path) -> None:
+    first = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    later = first + dt.timedelta(days=1)
+    ledger = advertise.Ledger({})
+    ledger.note_pins(("aa" * 32,), first)
+    ledger.note_pins(("aa" * 32, "bb" * 32), later)
+    assert ledger.pins == {"aa" * 32: first.isoformat(), "bb" * 32: later.isoformat()}
+    ledger.note_pins(("bb" * 32,), later)  # the old pin is forgotten once withdrawn
+    assert list(ledger.pins) == ["bb" * 32]
