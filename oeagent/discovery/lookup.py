@@ -254,7 +254,8 @@ def _keys_from(tlsa: list[Answer], key: Answer) -> tuple[str, tuple[str, ...], t
         raise AdvertisementError("signed _oe record but no TLSA 3 1 1 pin at _500/_4500._udp")
     if key.rrset is None or key.security is not Security.SECURE:
         raise AdvertisementError("signed _oe record but no DNSSEC-signed IPSECKEY")
-    found = [records.ipseckey_public(r) for r in key.rrset]
+    # Lowest precedence first: the publisher gives the current key 10 and a next key 20.
+    found = [records.ipseckey_public(r) for r in sorted(key.rrset, key=lambda r: r.precedence)]
     pinned = [(auth, pin) for auth, pin in found if pin in pins]
     if not pinned:
         raise AdvertisementError("no IPSECKEY key matches a TLSA pin")

@@ -1,9 +1,10 @@
-"""Make lab peers: their DNS records (TSIG updates to the lab's BIND), their well-known
-documents, and a small test CA for hostile HTTPS certificates. Built from the Advertisement
-model, as the publisher (issue 4) will build them."""
+"""Make lab peers: their DNS records (TSIG updates to the lab's BIND, built by the publisher's
+own ``oeagent.publish.records``), their well-known documents, and a small test CA for hostile
+HTTPS certificates."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -15,7 +16,7 @@ import dns.query
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.TXT
+import dns.rrset
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,6 +26,7 @@ from lab import Lab
 from oeagent import keys
 from oeagent.advertisement import WELL_KNOWN_PATH, Advertisement
 from oeagent.discovery import records
+from oeagent.publish import records as publisher_records
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -47,23 +49,29 @@ def _send(lab: Lab, zone: str, build: object) -> None:
 
 def publish_dns(lab: Lab, ad: Advertisement, key: ec.EllipticCurvePrivateKey | None,
                 zone: str = "oe.test", ttl: int = 60, tlsa: bool = True,
-                ipseckey: bool = True, address: str = "127.0.0.1") -> None:
-    """Replace the peer's TXT (and, unless mode=none, TLSA and IPSECKEY) records."""
+                ipseckey: bool = True, address: str = "127.0.0.1",
+                next_key: ec.EllipticCurvePrivateKey | None = None,
+                ipseckey_from: ec.EllipticCurvePrivateKey | None = None) -> None:
+    """Replace the peer's records with exactly what the publisher (oeagent.publish.records)
+    puts out for ``ad`` -- minus TLSA or IPSECKEY when a test wants them broken."""
     owner = dns.name.from_text(f"{ad.fqdn}.")
+    public = tuple(k.public_key() for k in (key, next_key) if k is not None)
+    if ad.mode != "none" and next_key is not None:
+        ad = dataclasses.replace(ad, pins=tuple(keys.spki_sha256(k) for k in public))
+    rrsets = publisher_records.dns_rrsets(ad, public, ttl, reverse=False)
+    if ipseckey_from is not None:  # a broken peer: the IPSECKEY is not one of the pinned keys
+        rrsets[(owner, dns.rdatatype.IPSECKEY)] = dns.rrset.from_rdata(
+            owner, ttl, records.ipseckey_rdata(ipseckey_from.public_key()))
 
     def build(update: object) -> None:
         u = update  # dns.update.UpdateMessage
         # A real name, not the wildcard: give it its address (lab services are on loopback).
         u.replace(owner, ttl, "A", address)  # type: ignore[attr-defined]
-        u.replace(records.txt_name(ad.fqdn), ttl, dns.rdtypes.ANY.TXT.TXT(  # type: ignore[attr-defined]
-            dns.rdataclass.IN, dns.rdatatype.TXT, [ad.txt().encode()]))
-        if ad.mode != "none":
-            for port in (500, 4500):
-                if tlsa:
-                    u.replace(records.tlsa_name(ad.fqdn, port), ttl,  # type: ignore[attr-defined]
-                              *(records.tlsa_rdata(p) for p in ad.pins))
-            if ipseckey and key is not None:
-                u.replace(owner, ttl, records.ipseckey_rdata(key.public_key()))  # type: ignore[attr-defined]
+        for (_, rdtype), rrset in rrsets.items():
+            if (rdtype == dns.rdatatype.TLSA and not tlsa) or (
+                    rdtype == dns.rdatatype.IPSECKEY and not ipseckey):
+                continue
+            u.replace(rrset.name, rrset)  # type: ignore[attr-defined]
 
     _send(lab, zone, build)
     wanted = [(records.txt_name(ad.fqdn), "TXT")]

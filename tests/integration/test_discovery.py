@@ -84,8 +84,8 @@ def test_broken_signed_advertisement_is_invalid(lab: Lab, make_lab_config: Calla
     result = Discoverer(cfg.discovery).lookup(ad.fqdn, NOW)
     assert result.status == "invalid"
     assert any("no TLSA 3 1 1 pin" in r for r in result.reasons)
-    other, _ = new_advert(unique())
-    publish_dns(lab, other, key)  # the IPSECKEY's key is not the pinned one
+    other, other_key = new_advert(unique())
+    publish_dns(lab, other, other_key, ipseckey_from=key)  # the IPSECKEY's key is not pinned
     result = Discoverer(cfg.discovery).lookup(other.fqdn, NOW)
     assert result.status == "invalid" and any("matches a TLSA pin" in r for r in result.reasons), result.reasons
 
@@ -340,3 +340,21 @@ def test_cli_discover_from_file_and_policy_dry_run(lab: Lab, make_lab_config: Ca
     assert f"+\tright=192.0.2.44\n+\trightid=@{ad.fqdn}" in done.stdout and "+conn oeagent-private-or-clear" in done.stdout
     assert not (tmp_path / "ipsec.d" / "oeagent.conf").exists()
     assert cli("discover").returncode == 1  # no peer named
+
+
+def test_rollover_records_from_the_publisher(lab: Lab, make_lab_config: Callable[..., Path]) -> None:
+    """During a key rollover the publisher pins two keys and publishes two IPSECKEYs
+    (precedence 10 current, 20 next): the current key comes first."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from oeagent import keys
+
+    cfg = discovery_config(make_lab_config, lab, None, https=False)
+    ad, key = new_advert(unique())
+    nxt = ec.generate_private_key(ec.SECP256R1())
+    publish_dns(lab, ad, key, next_key=nxt)
+    result = Discoverer(cfg.discovery).lookup(ad.fqdn, NOW)
+    assert result.status == "authenticated", result.reasons
+    assert result.advertisement is not None
+    assert result.advertisement.pins == (keys.spki_sha256(key), keys.spki_sha256(nxt))
+    assert result.advertisement.ike_ports == (500, 4500)
