@@ -1,10 +1,10 @@
-"""The DNS form of an advertisement: owner names, record builders, and strict readers.
+"""Reading the DNS form of an advertisement: owner names and strict readers.
 
-oeagent's convention (README "Advertisement formats"): TLSA ``3 1 1 <SPKI SHA-256>`` at
-``_500._udp.<fqdn>`` and ``_4500._udp.<fqdn>``, one per pinned key; IPSECKEY ``10 0 3 .
-<X||Y>`` (ECDSA P-256, RFC 6605) or algorithm 2 (RSA, RFC 3110) at ``<fqdn>``; and the TXT
-``_oe.<fqdn>`` from the advertisement model. The builders are what a publisher puts out; the
-readers turn hostile record data back into pins and an auth method, or raise.
+oeagent's convention (README "Advertisement formats"; ``oeagent.publish.records`` builds the
+records): TLSA ``3 1 1 <SPKI SHA-256>`` at ``_500._udp.<fqdn>`` and ``_4500._udp.<fqdn>``,
+one per pinned key; IPSECKEY ``10 0 3 . <X||Y>`` (ECDSA P-256, RFC 6605) or algorithm 2
+(RSA, RFC 3110) at ``<fqdn>``; and the TXT ``_oe.<fqdn>``. The readers turn hostile record
+data back into pins and an auth method, or raise.
 """
 
 from __future__ import annotations
@@ -30,28 +30,6 @@ def txt_name(fqdn: str) -> dns.name.Name:
 
 def tlsa_name(fqdn: str, port: int) -> dns.name.Name:
     return dns.name.from_text(f"_{port}._udp.{fqdn}.")
-
-
-def tlsa_rdata(pin: str) -> dns.rdtypes.ANY.TLSA.TLSA:
-    return dns.rdtypes.ANY.TLSA.TLSA(  # type: ignore[no-untyped-call]
-        dns.rdataclass.IN, dns.rdatatype.TLSA, 3, 1, 1, bytes.fromhex(pin)
-    )
-
-
-def ipseckey_rdata(public: keys.PublicKey) -> dns.rdtypes.IN.IPSECKEY.IPSECKEY:
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        numbers = public.public_numbers()
-        blob = numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
-        algorithm = IPSECKEY_ECDSA
-    else:
-        numbers_rsa = public.public_numbers()
-        exponent = numbers_rsa.e.to_bytes((numbers_rsa.e.bit_length() + 7) // 8, "big")
-        modulus = numbers_rsa.n.to_bytes((numbers_rsa.n.bit_length() + 7) // 8, "big")
-        blob = bytes([len(exponent)]) + exponent + modulus
-        algorithm = IPSECKEY_RSA
-    return dns.rdtypes.IN.IPSECKEY.IPSECKEY(  # type: ignore[no-untyped-call]
-        dns.rdataclass.IN, dns.rdatatype.IPSECKEY, 10, 0, algorithm, ".", blob
-    )
 
 
 def tlsa_pin(rdata: dns.rdtypes.ANY.TLSA.TLSA) -> str | None:

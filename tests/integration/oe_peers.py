@@ -4,6 +4,7 @@ HTTPS certificates."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import dns.name
 import dns.query
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -61,7 +63,7 @@ def publish_dns(lab: Lab, ad: Advertisement, key: ec.EllipticCurvePrivateKey | N
     rrsets = publisher_records.dns_rrsets(ad, public, ttl, reverse=False)
     if ipseckey_from is not None:  # a broken peer: the IPSECKEY is not one of the pinned keys
         rrsets[(owner, dns.rdatatype.IPSECKEY)] = dns.rrset.from_rdata(
-            owner, ttl, records.ipseckey_rdata(ipseckey_from.public_key()))
+            owner, ttl, ipseckey_rdata(ipseckey_from.public_key()))
 
     def build(update: object) -> None:
         u = update  # dns.update.UpdateMessage
@@ -180,3 +182,9 @@ class ScratchCA:
         key_path.write_bytes(keys.key_to_pem(leaf_key))
         key_path.chmod(0o600)
         return chain, key_path, cert
+
+
+def ipseckey_rdata(public: keys.PublicKey) -> dns.rdata.Rdata:
+    """An IPSECKEY as the publisher builds it (current key, precedence 10)."""
+    algorithm, blob = publisher_records.ipseckey_algorithm_and_key(public)
+    return dns.rdata.from_text("IN", "IPSECKEY", f"10 0 {algorithm} . {base64.b64encode(blob).decode()}")

@@ -12,6 +12,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rdatatype
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -25,6 +26,7 @@ from oeagent.discovery.cache import Entry, merge
 from oeagent.discovery.dnsquery import Security, classify
 from oeagent.discovery.lookup import Result
 from oeagent.policy import model, render
+from tests.integration.oe_peers import ipseckey_rdata
 
 NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
 PIN = "ab" * 32
@@ -87,12 +89,14 @@ def test_document_round_trips(mode: str, auth: str, max_age: int, pins: list[str
 @pytest.mark.parametrize("key", [ec.generate_private_key(ec.SECP256R1()),
                                  rsa.generate_private_key(public_exponent=65537, key_size=2048)])
 def test_ipseckey_round_trip(key: keys.PrivateKey) -> None:
-    rdata = records.ipseckey_rdata(key.public_key())
+    rdata = ipseckey_rdata(key.public_key())
     auth, pin = records.ipseckey_public(rdata)
     assert pin == keys.spki_sha256(key)
     assert auth == ("ecdsa" if isinstance(key, ec.EllipticCurvePrivateKey) else "rsasig")
     assert str(rdata).startswith("10 0 3 . " if auth == "ecdsa" else "10 0 2 . ")
-    assert records.tlsa_pin(records.tlsa_rdata(pin)) == pin
+    tlsa = dns.rdata.from_text("IN", "TLSA", f"3 1 1 {pin}")
+    assert records.tlsa_pin(tlsa) == pin  # type: ignore[arg-type]
+    assert records.tlsa_pin(dns.rdata.from_text("IN", "TLSA", f"2 0 1 {pin}")) is None  # type: ignore[arg-type]
 
 
 def _reply(rcode: int, ad: bool = False, ede: list[int] | None = None) -> dns.message.Message:
@@ -249,7 +253,7 @@ def test_address_peer_needs_a_signed_ptr_that_maps_back(monkeypatch: pytest.Monk
         (f"_oe.{HOST}.", "TXT"): ("secure", [f'"{ad.txt()}"']),
         (f"_500._udp.{HOST}.", "TLSA"): ("secure", [f"3 1 1 {ad.pins[0]}"]),
         # RFC 4025: the IPSECKEY may sit at the reverse name.
-        (reverse, "IPSECKEY"): ("secure", [str(records.ipseckey_rdata(key.public_key()))]),
+        (reverse, "IPSECKEY"): ("secure", [str(ipseckey_rdata(key.public_key()))]),
     }
     _fake_dns(monkeypatch, signed)
     result = _discoverer().lookup("192.0.2.7", NOW)
