@@ -72,7 +72,28 @@ def renew_job(config: Config, reporter: Reporter, critical: Critical) -> dt.date
             log.error("renew: %s", exc)  # renew recorded the failure and its backoff
             return record.next_attempt
         raise
+    if result.get("issued") and config.publish.enabled:
+        from oeagent.publish.actions import publish_after_deploy
+
+        publish_after_deploy(config, reporter, issued=True, what="renew")
     return dt.datetime.fromisoformat(str(result["next_check"]))
+
+
+PUBLISH_INTERVAL = dt.timedelta(hours=1)
+
+
+def publish_job(config: Config, reporter: Reporter, critical: Critical) -> dt.datetime:
+    """Keep the advertisement in step: a next key's pins go out, mode none markers expire.
+
+    Idempotent: an unchanged advertisement plans nothing and sends nothing.
+    """
+    now = dt.datetime.now(dt.UTC)
+    if not config.publish.enabled:
+        return now + dt.timedelta(hours=12)
+    from oeagent.publish.actions import run_publish
+
+    run_publish(config, reporter, now=now)
+    return now + PUBLISH_INTERVAL
 
 
 def discovery_job(config: Config, reporter: Reporter, critical: Critical) -> dt.datetime:
@@ -88,8 +109,9 @@ def discovery_job(config: Config, reporter: Reporter, critical: Critical) -> dt.
 
 
 def default_jobs() -> list[Job]:
-    """The agent's jobs. Later work adds its jobs here (publish)."""
-    return [Job("renew", renew_job), Job("discovery", discovery_job)]
+    """The agent's jobs, each a one-shot action on its own schedule."""
+    return [Job("renew", renew_job), Job("publish", publish_job),
+            Job("discovery", discovery_job)]
 
 
 class LogReporter(Reporter):

@@ -230,15 +230,10 @@ def _run_enroll(args: argparse.Namespace, reporter: Reporter) -> dict[str, objec
     result = enroll(cfg, reporter, force=args.force, dry_run=args.dry_run)
     document = result.as_dict()
     if cfg.publish.enabled and not args.dry_run:
-        from oeagent.publish.actions import run_publish
+        from oeagent.publish.actions import publish_after_deploy
 
-        try:
-            document["publish"] = run_publish(cfg, reporter, resume=result.issued)
-        except OeagentError as exc:
-            # Say that the certificate part worked; keep the failure's exit status.
-            failure = type(exc)(f"enrolled, but publishing failed: {exc}")
-            failure.exit_code = exc.exit_code
-            raise failure from exc
+        document["publish"] = publish_after_deploy(cfg, reporter, issued=result.issued,
+                                                   what="enroll")
     return document
 
 
@@ -273,7 +268,13 @@ def _run_renew(args: argparse.Namespace, reporter: Reporter) -> dict[str, object
     from oeagent.renew import renew
 
     cfg = config_module.load(config_module.config_path_from(args.config))
-    return renew(cfg, reporter, force=args.force, dry_run=args.dry_run).as_dict()
+    result = renew(cfg, reporter, force=args.force, dry_run=args.dry_run)
+    document = result.as_dict()
+    if result.issued and cfg.publish.enabled and not args.dry_run:
+        from oeagent.publish.actions import publish_after_deploy
+
+        document["publish"] = publish_after_deploy(cfg, reporter, issued=True, what="renew")
+    return document
 
 
 def _run_agent(args: argparse.Namespace, reporter: Reporter) -> dict[str, object]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from oeagent import keyroll, publish
 from oeagent.config import Config
+from oeagent.errors import OeagentError
 from oeagent.publish import advertise
 from oeagent.publish.base import Backend, Desired, Plan, PublishError, Verification
 from oeagent.publish.zonefile import ZonefileBackend, nsupdate_script
@@ -142,6 +143,23 @@ def run_publish(config: Config, reporter: Reporter, *, dry_run: bool = False,
             # Tell the key rollover when the next key's pin first went out.
             keyroll.mark_announced(state, pin, dt.datetime.fromisoformat(ledger.pins[pin]))
         return _raise_if_not_visible(result)
+
+
+def publish_after_deploy(config: Config, reporter: Reporter, *, issued: bool,
+                         what: str) -> dict[str, Any] | None:
+    """After ``enroll`` or ``renew``: bring the advertisement in step with what is deployed.
+
+    Does nothing when publishing is not configured. A failure keeps its exit status but says
+    that the certificate part worked, so nobody rolls back a good certificate over it.
+    """
+    if not config.publish.enabled:
+        return None
+    try:
+        return run_publish(config, reporter, resume=issued and what == "enroll")
+    except OeagentError as exc:
+        failure = OeagentError(f"{what} succeeded, but publishing failed: {exc}")
+        failure.exit_code = exc.exit_code
+        raise failure from exc
 
 
 def run_unenroll(config: Config, reporter: Reporter, *, purge: bool = False,

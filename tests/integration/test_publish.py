@@ -236,6 +236,14 @@ def test_key_rollover_next_pin_before_the_switch_old_pin_gone_after(
     first_seen = dt.datetime.fromisoformat(advertise.Ledger.load(state).pins[new_pin])
     switch = advertise.earliest_switch(host.config, state, new_pin)
     assert switch == first_seen + dt.timedelta(seconds=2 * 5)  # two TTLs of the lab's 5 s
+    # The key rollover learns when the pin went out, and refuses to switch before two TTLs.
+    _, upcoming = keyroll.current_and_next_keys(state)
+    assert upcoming is not None and upcoming.announced_at == first_seen
+    eager = dataclasses.replace(host.config, rollover=dataclasses.replace(
+        host.config.rollover, key_lifetime=86400.0, announce=0.0))
+    assert keyroll.switch_ready(eager, state, first_seen + dt.timedelta(seconds=1)) is None
+    ready = keyroll.switch_ready(eager, state, switch)
+    assert ready is not None and keys.spki_sha256(ready) == new_pin
 
     # The switch: the next key becomes the current one and is enrolled; the old pin goes.
     shutil.move(keyroll.next_key_path(state), host.key)

@@ -56,7 +56,7 @@ def test_failing_job_is_retried_and_never_kills_the_agent(
 
 
 def test_default_jobs_are_a_plain_list_to_extend() -> None:
-    assert [job.name for job in default_jobs()] == ["renew", "discovery"]
+    assert [job.name for job in default_jobs()] == ["renew", "publish", "discovery"]
 
 
 def test_journald_lines_carry_the_syslog_priority() -> None:
