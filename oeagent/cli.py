@@ -22,11 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("oeagent")
 
-# Commands reserved in the interface that later work fills in; each says so when run.
-_NOT_BUILT_YET: dict[str, str] = {}
-
-EX_NOT_IMPLEMENTED = 3
-
 
 def _global_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
     # Accept the global options before or after the subcommand. In the subcommand parsers the
@@ -150,12 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="default: publish.wellknown.listen_address")
     serve.add_argument("--port", type=int, help="default: publish.wellknown.port")
     _renewal_commands(commands)
-
-    for name, summary in _NOT_BUILT_YET.items():
-        sub = commands.add_parser(name, help=f"{summary} (not built yet)", description=summary)
-        _global_options(sub, in_subcommand=True)
-        if name == "policy":
-            sub.add_argument("--dry-run", action="store_true", help="change nothing")
     return parser
 
 
@@ -349,14 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = Reporter(as_json=bool(args.json))
     command: str = args.command
 
-    action = _ACTIONS.get(command)
-    if action is None:
-        message = f"'oeagent {command}' is not built yet: {_NOT_BUILT_YET[command]}"
-        reporter.finish(command, ok=False, error=message, exit_code=EX_NOT_IMPLEMENTED)
-        if not args.json:
-            print(f"oeagent: {message}", file=sys.stderr)
-        return EX_NOT_IMPLEMENTED
-
+    action = _ACTIONS[command]
     try:
         result = action(args, reporter)
     except OeagentError as exc:

@@ -13,8 +13,6 @@ from oeagent import cli
 
 COMMANDS = ["enroll", "renew", "run", "status", "install-units", "publish", "discover", "policy",
             "unenroll", "serve"]
-BUILT = ("enroll", "renew", "run", "status", "install-units", "publish", "unenroll", "serve",
-         "discover", "policy")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -33,12 +31,6 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     for command in COMMANDS:
         assert command in out
-
-
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c not in BUILT])
-def test_reserved_commands_say_not_built_and_fail(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([command]) == cli.EX_NOT_IMPLEMENTED
-    assert "not built yet" in capsys.readouterr().err
 
 
 def test_json_error_output_is_one_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
