@@ -193,6 +193,11 @@ class DiscoveryConfig:
     min_cache: int = 300
     max_cache: int = 86_400
     """Bounds on how long a DNS answer's TTL keeps an advertisement cached."""
+    validation: str = "resolver"
+    """``resolver``: believe the (trusted) resolver's AD bit; ``in-process``: validate the
+    answers here, from ``trust_anchors``, with CD set (``oeagent.discovery.validate``)."""
+    trust_anchors: Path | None = None
+    """DS or DNSKEY records in zone-file syntax: the anchors for in-process validation."""
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,10 @@ def _build_discovery(t: _Table) -> DiscoveryConfig:
     max_cache = t.integer("max_cache", 86_400, 60, 31_557_600)
     if max_cache < min_cache:
         t.reader.problem(t.key_path("max_cache"), "must not be smaller than min_cache")
+    validation = t.choice("validation", "resolver", ("resolver", "in-process"))
+    anchors = t.path_value("trust_anchors", None, must_exist=True)
+    if validation == "in-process" and anchors is None:
+        t.reader.problem(t.key_path("trust_anchors"), 'is required when validation = "in-process"')
     return DiscoveryConfig(
         resolver=t.text("resolver", "127.0.0.1", names.normalize_ip),
         resolver_port=t.integer("resolver_port", 53, 1, 65535),
@@ -163,6 +167,8 @@ def _build_discovery(t: _Table) -> DiscoveryConfig:
         concurrency=t.integer("concurrency", 8, 1, 64),
         min_cache=min_cache,
         max_cache=max_cache,
+        validation=validation,
+        trust_anchors=anchors,
     )
 
 
