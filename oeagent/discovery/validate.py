@@ -84,6 +84,18 @@ def _types(rrset: dns.rrset.RRset) -> set[int]:
     return found
 
 
+def _time_problem(sigs: dns.rrset.RRset, now: float) -> str:
+    """Why the RRSIGs fail on time alone (all of them expired / not yet valid), or ""."""
+    def at(t: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+    if all(s.expiration < now for s in sigs):
+        return f"RRSIG expired at {at(max(s.expiration for s in sigs))}"
+    if all(s.inception > now for s in sigs):
+        return f"RRSIG not valid before {at(min(s.inception for s in sigs))}"
+    return ""
+
+
 def _next(nsec: dns.rrset.RRset) -> dns.name.Name:
     rdata = nsec[0]
     assert isinstance(rdata, dns.rdtypes.ANY.NSEC.NSEC)
@@ -192,6 +204,11 @@ class Validator:
                 return dataclasses.replace(verdict, answer=answer)  # verdicts may be cached
         if answer.rrset is None:
             target = chain[-1][0].target if chain and chain[-1].rdtype == T.CNAME else qname
+            cuts = [r.name for r in reply.authority if r.rdtype == T.NS]
+            if cuts and not any(r.rdtype == T.SOA for r in reply.authority):
+                return self._fail(qname, qtype, Security.UNREACHABLE,
+                                  f"{label}: referral to {cuts[0]} (the resolver does not "
+                                  "recurse)")
             verdict = self._verify_denial(target, qtype, reply, label)
             return dataclasses.replace(verdict, answer=answer)
         return judged
@@ -227,7 +244,8 @@ class Validator:
         except dns.exception.ValidationFailure as exc:
             tags = ", ".join(str(s.key_tag) for s in sigs)
             return _Judged(Security.BOGUS, f"{label}: {what} RRSIG (key tag {tags}, signer "
-                                           f"{signer}) does not validate: {exc}")
+                                           f"{signer}) does not validate: "
+                                           f"{_time_problem(sigs, self.clock()) or exc}")
         rrset.update_ttl(min(s.original_ttl for s in sigs))
         if all(s.labels < len(rrset.name) - 1 for s in sigs) and not rrset.name.is_wild():
             if rrset.rdtype == T.NSEC:
@@ -345,7 +363,7 @@ class Validator:
                                 now=self.clock())
         except dns.exception.ValidationFailure as exc:
             return _Judged(Security.BOGUS, f"{label}: not signed by the key matching the DS "
-                                           f"({tags}): {exc}")
+                                           f"({tags}): {_time_problem(sigs, self.clock()) or exc}")
         usable = dns.rrset.from_rdata_list(zone, keys.ttl, [
             k for k in keys if k.flags & _ZONE_FLAG and not k.flags & _REVOKE_FLAG])
         return _Judged(Security.SECURE, keys=usable)

@@ -95,6 +95,10 @@ def test_bogus_delegation_is_bogus(lab: Lab, make_lab_config: Callable[..., Path
     result = Discoverer(cfg.discovery).lookup("host.bogus.oe.test", NOW)
     assert result.status == "bogus", result.reasons
     assert any("no key matches the DS (1)" in r for r in result.reasons)
+    # The lame delegation: BIND (not recursing) can only refer; never "none".
+    lame = Discoverer(cfg.discovery).lookup("host.lame.oe.test", NOW)
+    assert lame.status == "unreachable", lame.reasons
+    assert any("referral to lame.oe.test." in r for r in lame.reasons)
 
 
 class TamperingProxy:
@@ -106,7 +110,7 @@ class TamperingProxy:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
+        self.port: int = self.sock.getsockname()[1]
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
 
