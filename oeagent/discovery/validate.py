@@ -84,6 +84,23 @@ def _types(rrset: dns.rrset.RRset) -> set[int]:
     return found
 
 
+def _chain(reply: dns.message.Message, qname: dns.name.Name, qtype: T
+           ) -> list[dns.rrset.RRset]:
+    """The CNAMEs from ``qname`` and the final RRset of ``qtype``, as a stub follows them."""
+    chain: list[dns.rrset.RRset] = []
+    target = qname
+    for _ in range(8):
+        rrset = reply.get_rrset(reply.answer, target, dns.rdataclass.IN, qtype)
+        if rrset is not None:
+            return [*chain, rrset]
+        cname = reply.get_rrset(reply.answer, target, dns.rdataclass.IN, T.CNAME)
+        if cname is None:
+            break
+        chain.append(cname)
+        target = dns.name.Name(cname[0].target.labels)
+    return chain
+
+
 def _time_problem(sigs: dns.rrset.RRset, now: float) -> str:
     """Why the RRSIGs fail on time alone (all of them expired / not yet valid), or ""."""
     def at(t: int) -> str:
@@ -197,7 +214,7 @@ class Validator:
             return _Judged(Security.UNREACHABLE if answer.security is Security.BOGUS
                            else answer.security, answer.reason, answer)
         judged = _Judged(Security.SECURE, "", answer)
-        chain = [rrset for rrset in reply.answer if rrset.rdtype in (qtype, T.CNAME)]
+        chain = _chain(reply, qname, qtype)  # only these RRsets; anything else is ignored
         for rrset in chain:
             verdict = self._verify(rrset, reply, label)
             if verdict.security is not Security.SECURE:
@@ -237,8 +254,9 @@ class Validator:
                 rrset.rdtype == T.DS and rrset.name == signer):
             return _Judged(Security.BOGUS, f"{label}: {what} has RRSIGs by unexpected signers")
         keys = self._zone_keys(signer)
-        if keys.security is not Security.SECURE or keys.keys is None:
+        if keys.security is not Security.SECURE:
             return keys
+        assert keys.keys is not None
         try:
             dns.dnssec.validate(rrset, sigs, {signer: keys.keys}, now=self.clock())
         except dns.exception.ValidationFailure as exc:
@@ -259,10 +277,15 @@ class Validator:
                                                "without NSEC proof that the name is absent")
         return _Judged(Security.SECURE)
 
-    def _valid_nsecs(self, reply: dns.message.Message, zone: dns.name.Name | None
+    def _valid_nsecs(self, reply: dns.message.Message, zone: dns.name.Name
                      ) -> list[dns.rrset.RRset] | _Judged:
+        """The authority section's NSEC RRsets, all signed by ``zone`` and validated."""
         nsecs = [r for r in reply.authority if r.rdtype == T.NSEC]
         for nsec in nsecs:
+            sigs = self._sigs(reply, reply.authority, nsec)
+            if not sigs or any(s.signer != zone for s in sigs) or not nsec.name.is_subdomain(
+                    zone):
+                return _Judged(Security.BOGUS, f"NSEC {nsec.name}: not signed by {zone}")
             verdict = self._verify(nsec, reply, f"NSEC {nsec.name}", reply.authority)
             if verdict.security is not Security.SECURE:
                 return verdict
@@ -273,21 +296,18 @@ class Validator:
         if any(r.rdtype == T.NSEC3 for r in reply.authority):
             return _Judged(Security.UNREACHABLE, f"{label}: the zone denies with NSEC3, which "
                                                  "in-process validation does not support")
-        if not any(r.rdtype == T.NSEC for r in reply.authority):
-            return self._unsigned(qname, qtype == T.DS, f"{label}: denial without NSEC")
-        nsecs = self._valid_nsecs(reply, None)
+        signers = {s.signer for r in reply.authority
+                   if r.rdtype == T.RRSIG and r.covers == T.NSEC for s in r}
+        if not signers:  # no (signed) NSEC: only a proven insecure zone excuses that
+            return self._unsigned(qname, qtype == T.DS, f"{label}: denial without signed NSEC")
+        zone = min(signers, key=len)
+        if len(signers) != 1 or not qname.is_subdomain(zone) or (
+                qtype == T.DS and qname == zone):  # a DS is denied by the parent only
+            return _Judged(Security.BOGUS, f"{label}: NSEC records signed by "
+                                           f"{', '.join(map(str, signers))} cannot deny it")
+        nsecs = self._valid_nsecs(reply, zone)
         if isinstance(nsecs, _Judged):
             return nsecs
-        signers = set()
-        for nsec in nsecs:
-            sigs = self._sigs(reply, reply.authority, nsec)
-            assert sigs is not None  # _verify checked the signatures
-            signers |= {s.signer for s in sigs}
-        zone = min(signers, key=len)
-        if len(signers) != 1 or not qname.is_subdomain(zone) or any(
-                not n.name.is_subdomain(zone) for n in nsecs):
-            return _Judged(Security.BOGUS, f"{label}: NSEC records from {zone} do not "
-                                           "belong to the name's zone")
         kind = denial(qname, qtype, nsecs, zone)
         if kind is None:
             return _Judged(Security.BOGUS, f"{label}: the NSEC records do not prove the denial")

@@ -290,3 +290,40 @@ def test_denial_logic() -> None:
     assert denial(N("z.example."), T.A, last, zone) == "nxdomain"
     ent = [nsec("a.example.", "x.b.example.", "A NSEC RRSIG")]
     assert denial(N("b.example."), T.TXT, ent, zone) == "nodata"  # empty non-terminal
+
+
+def test_extra_unsigned_rrsets_are_ignored(world: World) -> None:
+    def inject(reply: dns.message.Message) -> None:
+        if reply.question[0].rdtype == T.A:
+            reply.answer.insert(0, dns.rrset.from_text("x.ins.example.", 60, "IN", "A", "192.0.2.9"))
+
+    answer = FakeValidator(world, world.anchors(), inject).query("www.example.", "A")
+    assert answer.security is Security.SECURE, answer.reason
+    assert [r.to_text() for r in answer.rrset or []] == ["192.0.2.1"]
+
+
+def test_unsigned_nsec_from_an_insecure_zone_does_not_downgrade(world: World) -> None:
+    def forge(reply: dns.message.Message) -> None:
+        if reply.question[0].rdtype == T.TXT:
+            reply.authority = [dns.rrset.from_text("a.ins.example.", 60, "IN", "NSEC",
+                                                   "z.ins.example. A NSEC")]
+
+    answer = FakeValidator(world, world.anchors(), forge).query("nothing.example.", "TXT")
+    assert answer.security is Security.BOGUS, answer.reason
+
+
+def test_ds_denied_by_the_child_itself_is_bogus(world: World) -> None:
+    child_key = world.child_key
+
+    def child_denies(reply: dns.message.Message) -> None:
+        q = reply.question[0]
+        if q.rdtype == T.DS and q.name == N("sub.example."):
+            nsec = dns.rrset.from_text("sub.example.", 300, "IN", "NSEC",
+                                       "host.sub.example. SOA NS NSEC RRSIG DNSKEY")
+            sig = dns.dnssec.sign(nsec, child_key[0], N("sub.example."), child_key[1],
+                                  lifetime=3600)
+            reply.answer = []
+            reply.authority = [nsec, dns.rrset.from_rdata(nsec.name, 300, sig)]
+
+    answer = FakeValidator(world, world.anchors(), child_denies).query("host.sub.example.", "TXT")
+    assert answer.security is Security.BOGUS and "cannot deny it" in answer.reason, answer.reason
