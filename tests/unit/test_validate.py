@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import dns.dnssec
 import dns.message
@@ -19,7 +20,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from oeagent.discovery.dnsquery import Resolver, Security
-from oeagent.discovery.validate import Anchors, Validator, denial
+from oeagent.discovery.validate import Anchors, Validator, denial, load_anchors
+from oeagent.errors import OeagentError
 
 T = dns.rdatatype.RdataType
 N = dns.name.from_text
@@ -327,3 +329,18 @@ def test_ds_denied_by_the_child_itself_is_bogus(world: World) -> None:
 
     answer = FakeValidator(world, world.anchors(), child_denies).query("host.sub.example.", "TXT")
     assert answer.security is Security.BOGUS and "cannot deny it" in answer.reason, answer.reason
+
+
+def test_load_anchors(tmp_path: Path) -> None:
+    path = tmp_path / "anchors"
+    path.write_text("; the root and a private zone\n"
+                    ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n"
+                    "corp.example 60 IN DNSKEY 257 3 13 aGVsbG8=\n")
+    anchors = load_anchors(path)
+    assert set(anchors) == {dns.name.root, N("corp.example.")}
+    path.write_text("corp.example. IN A 192.0.2.1\n")
+    with pytest.raises(OeagentError, match="no DS or DNSKEY"):
+        load_anchors(path)
+    path.write_text("corp.example. IN DS nonsense\n")
+    with pytest.raises(OeagentError, match="cannot read trust anchors"):
+        load_anchors(path)
