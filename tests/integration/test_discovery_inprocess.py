@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import dns.message
 import dns.query
 import dns.rdatatype
+import dns.reversename
 import dns.rrset
 import pytest
 
@@ -178,3 +180,23 @@ def test_in_process_requires_trust_anchors(make_lab_config: Callable[..., Path])
     path = make_lab_config({"discovery": {"validation": "in-process"}})
     with pytest.raises(ConfigError, match="trust_anchors"):
         config_module.load(path)
+
+
+def test_peer_by_address_through_the_anchored_reverse_zone(
+        lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path)
+    ad, key = new_advert(unique())
+    address = f"192.0.2.{int(ad.fqdn[1:3], 16) % 200 + 20}"
+    publish_dns(lab, ad, key, ttl=30, address=address)
+    reverse = dns.reversename.from_address(address)
+    update = lab.update_message(lab_bind.REVERSE_ZONE)
+    update.replace(reverse, 30, "PTR", f"{ad.fqdn}.")
+    reply = dns.query.tcp(update, "127.0.0.1", port=lab.info.bind_port, timeout=5)
+    assert reply.rcode() == 0
+    deadline = time.monotonic() + 5  # inline signing publishes the update a moment later
+    while not lab_bind.query(lab.info.bind_port, reverse.to_text(), "PTR").answer:
+        assert time.monotonic() < deadline, "BIND never served the PTR"
+        time.sleep(0.1)
+    result = Discoverer(cfg.discovery).lookup(address, NOW)
+    assert result.status == "authenticated", result.reasons
+    assert result.fqdn == ad.fqdn and result.advertisement is not None
