@@ -101,6 +101,11 @@ def _chain(reply: dns.message.Message, qname: dns.name.Name, qtype: T
     return chain
 
 
+def _parent_side(name: dns.name.Name, ds: bool) -> dns.name.Name:
+    """Where data at ``name`` lives for trust-anchor purposes: a DS lives in the parent."""
+    return name.parent() if ds and name != dns.name.root else name
+
+
 def _time_problem(sigs: dns.rrset.RRset, now: float) -> str:
     """Why the RRSIGs fail on time alone (all of them expired / not yet valid), or ""."""
     def at(t: int) -> str:
@@ -167,6 +172,7 @@ class Validator:
         self.anchors = anchors
         self.clock = clock
         self._cache: dict[tuple[dns.name.Name, int], _Judged] = {}
+        self._keys: dict[dns.name.Name, _Judged] = {}
         self._lock = threading.Lock()
 
     def query(self, name: dns.name.Name | str, rdtype: str) -> Answer:
@@ -190,7 +196,7 @@ class Validator:
     # -- one RRset -------------------------------------------------------------------------
 
     def _judge(self, qname: dns.name.Name, qtype: T) -> _Judged:
-        cacheable = qtype in (T.DS, T.DNSKEY)
+        cacheable = qtype == T.DS  # validated DNSKEY RRsets are cached by _dnskeys
         if cacheable:
             with self._lock:
                 if (qname, qtype) in self._cache:
@@ -245,7 +251,7 @@ class Validator:
             exclude = rrset.rdtype == T.DS
             return self._unsigned(rrset.name, exclude, f"{label}: {what} is unsigned")
         signer = sigs[0].signer
-        anchor = self._anchor_for(rrset.name)
+        anchor = self._anchor_for(_parent_side(rrset.name, rrset.rdtype == T.DS))
         if anchor is not None and not signer.is_subdomain(anchor):
             # A signer above the anchor would make anchored data merely "insecure".
             return _Judged(Security.BOGUS, f"{label}: {what} is signed by {signer}, outside "
@@ -341,7 +347,7 @@ class Validator:
         return self._dnskeys(zone, trusted)
 
     def _dnskeys(self, zone: dns.name.Name, trusted: list[dns.rrset.RRset]) -> _Judged:
-        cached = self._cache.get((zone, T.DNSKEY))
+        cached = self._keys.get(zone)
         if cached is not None:
             return cached
         ds = [d for r in trusted for d in r
@@ -355,7 +361,7 @@ class Validator:
         else:
             result = self._check_dnskeys(zone, ds, anchored_keys)
         with self._lock:
-            self._cache[(zone, T.DNSKEY)] = result
+            self._keys[zone] = result
         return result
 
     def _check_dnskeys(self, zone: dns.name.Name, ds: list[DS],
@@ -404,8 +410,8 @@ class Validator:
         """Unsigned data at ``name``: insecure only under a proven insecure delegation (or
         outside every anchor); otherwise bogus. ``exclude``: ``name`` itself is not walked
         (a DS at ``name`` lives in the parent)."""
-        anchor = self._anchor_for(name)
-        if anchor is None or (exclude and name == anchor):
+        anchor = self._anchor_for(_parent_side(name, exclude))
+        if anchor is None:
             return _Judged(Security.INSECURE, f"{why}; no trust anchor covers {name}")
         top = self._zone_keys(anchor)
         if top.security is not Security.SECURE:

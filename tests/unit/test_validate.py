@@ -344,3 +344,12 @@ def test_load_anchors(tmp_path: Path) -> None:
     path.write_text("corp.example. IN DS nonsense\n")
     with pytest.raises(OeagentError, match="cannot read trust anchors"):
         load_anchors(path)
+
+
+def test_asking_for_dnskey_and_ds_directly(world: World) -> None:
+    validator = FakeValidator(world, world.anchors())
+    keys = validator.query("example.", "DNSKEY")
+    assert keys.security is Security.SECURE and keys.rrset is not None
+    assert validator.query("sub.example.", "DS").security is Security.SECURE
+    assert validator.query("ins.example.", "DS").security is Security.SECURE  # denied, validated
+    assert validator.query("host.sub.example.", "TXT").security is Security.SECURE
