@@ -36,10 +36,14 @@ def render(policy: Policy, now: dt.datetime) -> dict[str, str]:
         _sub(template("groups.conn.tmpl"), family=family, rendered={"suffix": FAMILIES[family]})
         for family in policy.families
     )
+    me = policy.responder
+    # This host's side of a per-peer conn: its certificate when enrolled (mutual), else NULL.
+    local = (_sub(template("peer-local-cert.tmpl"), fqdn=me.fqdn, nickname=me.nickname,
+                  auth=me.auth) if me is not None else template("peer-local-null.tmpl").template)
     peers = "".join(
         _sub(template("peer.conn.tmpl"), name=p.name, fqdn=p.fqdn, address=p.address,
              auth=p.auth, mode=p.mode, source=p.source, family=family_of(p.address),
-             rendered={"until": p.until.replace("\n", " ")},
+             rendered={"until": p.until.replace("\n", " "), "local": local},
              failureshunt="drop" if p.mode == "enforce" else "passthrough")
         for p in policy.peers
     )

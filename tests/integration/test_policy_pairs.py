@@ -1,0 +1,156 @@
+"""Who authenticates whom when oeagent's conns meet pluto 4.10's, pair by pair.
+
+Five hosts in network namespaces, each with its own pluto and the policy `oeagent policy`
+writes (the plain host runs libreswan's stock NULL OE instead):
+
+| host   | enrolled | discovered          |
+|--------|----------|---------------------|
+| server | yes      | peer2               |
+| peer2  | yes      | server              |
+| solo   | yes      | server (not vice versa) |
+| client | no       | server              |
+| plain  | no oeagent: private-or-clear with NULL authentication only |
+
+This kernel has no ESP, so every outcome is proven at the IKE SA level from pluto's logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import Lab
+from lab.netns import Network
+from lab.pluto import Pluto
+from tests.integration.oe_peers import ScratchCA
+from tests.integration.test_policy import (
+    _enrolled,
+    _import_identity,
+    _node_config,
+    _policy_cli,
+    _trust_root,
+    remember_peer,
+)
+
+pytestmark = pytest.mark.lab
+
+CERT = r"authenticated peer '[^']*' digital signature using peer certificate '@{}' issued by"
+NULL = r"authenticated peer using authby=null and {}"
+# The host order gives the addresses: 198.51.100.10, .11, ...
+HOSTS = ("server", "peer2", "solo", "client", "plain")
+ENROLLED = {"server": "server.oe.test", "peer2": "peer2.oe.test", "solo": "solo.oe.test"}
+DISCOVERED = {"server": ["peer2"], "peer2": ["server"], "solo": ["server"], "client": ["server"]}
+
+
+@contextlib.contextmanager
+def hosts(lab: Lab) -> Iterator[dict[str, Pluto]]:
+    base = Path(tempfile.mkdtemp(prefix="oe5p-", dir="/tmp"))
+    try:
+        with Network(prefix="o5p") as net:
+            nodes = {n: Pluto(net.add_host(n, 10 + i), base / n) for i, n in enumerate(HOSTS)}
+            ca = ScratchCA.create(base / "ca")
+            for name, node in nodes.items():
+                node.prepare()
+                _trust_root(node, ca.root_pem)
+                if name == "plain":
+                    node.use_null_oe("198.51.100.0/24")
+                node.start()
+            for name, fqdn in ENROLLED.items():
+                _, key_path, cert = ca.issue(fqdn)
+                _import_identity(nodes[name], key_path, cert)
+                _enrolled(nodes[name])
+            for name, peers in DISCOVERED.items():
+                for peer in peers:
+                    remember_peer(nodes[name].dir / "state", ENROLLED[peer],
+                                  nodes[peer].host.address)
+            for name, node in nodes.items():
+                if name == "plain":
+                    node.load()
+                    continue
+                overrides = {"host.names": [ENROLLED[name]]} if name in ENROLLED else {}
+                done = _policy_cli(node, _node_config(lab, node, overrides))
+                assert done.returncode == 0, done.stdout + done.stderr
+            yield nodes
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _forget_states(nodes: dict[str, Pluto]) -> None:
+    """Delete every state, so each pair starts a fresh IKE SA (highest numbers first)."""
+    for node in nodes.values():
+        numbers = {int(n) for n in re.findall(r"#(\d+):", node.whack("--showstates",
+                                                                       check=False))}
+        for number in sorted(numbers, reverse=True):
+            node.whack("--deletestate", str(number), check=False)
+
+
+def meet(nodes: dict[str, Pluto], initiator: str, responder: str,
+         expect: dict[str, str], timeout: float = 8) -> dict[str, str]:
+    """``initiator`` starts OE towards ``responder``; wait until each host's new log lines
+    match its pattern in ``expect``; return those new lines."""
+    _forget_states(nodes)
+    start = {n: len(nodes[n].log_text()) for n in expect}
+    a, b = nodes[initiator], nodes[responder]
+    a.initiate_oe(a.host.address, b.host.address)
+    deadline = time.monotonic() + timeout
+    while True:
+        new = {n: nodes[n].log_text()[start[n]:] for n in expect}
+        if all(re.search(p, new[n]) for n, p in expect.items()):
+            return new
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{initiator} -> {responder}: expected {expect}, got:\n"
+                                 + "\n".join(f"[{n}] {t[-2500:]}" for n, t in new.items()))
+        time.sleep(0.1)
+
+
+def test_every_pair_gets_the_strongest_authentication_both_can_do(lab: Lab) -> None:
+    with hosts(lab) as n:
+        ip = {name: node.host.address for name, node in n.items()}
+        # oeagent client -> enrolled server: the server proves @server.oe.test; the client
+        # uses NULL authentication with its address as its ID.
+        meet(n, "client", "server", {
+            "client": "initiator established IKE SA; " + CERT.format("server.oe.test"),
+            "server": "responder established IKE SA; "
+                      + NULL.format(f"ID_IPV4_ADDR '{re.escape(ip['client'])}'")})
+        # plain NULL-only host -> enrolled server: encrypted NULL OE, never clear.
+        out = meet(n, "plain", "server", {
+            "plain": "initiator established IKE SA; " + NULL.format("ID_NULL"),
+            "server": "Peer ID 'ID_NULL' expects us to have ID_NULL and connection allows "
+                      "AUTH_NULL - allowing(.|\n)*responder established IKE SA"})
+        assert "X509: authentication failed" not in out["plain"]
+        # enrolled server -> plain host: NULL, both ways.
+        meet(n, "server", "plain", {
+            "server": "initiator established IKE SA; " + NULL.format("ID_NULL"),
+            "plain": "responder established IKE SA; " + NULL.format("ID_NULL")})
+        # enrolled <-> enrolled, both discovered each other: mutual, in both directions.
+        for a, b in (("server", "peer2"), ("peer2", "server")):
+            meet(n, a, b, {
+                a: "initiator established IKE SA; " + CERT.format(ENROLLED[b]),
+                b: "responder established IKE SA; " + CERT.format(ENROLLED[a])})
+        # enrolled solo discovered the server, the server does not know solo: mutual too
+        # (the responder conn accepts a certificate-authenticated client).
+        meet(n, "solo", "server", {
+            "solo": "initiator established IKE SA; " + CERT.format("server.oe.test"),
+            "server": "responder established IKE SA; " + CERT.format("solo.oe.test")})
+        # NULL between the client and the plain host, either way.
+        for a, b in (("client", "plain"), ("plain", "client")):
+            meet(n, a, b, {a: "initiator established IKE SA; " + NULL.format("ID_NULL"),
+                           b: "responder established IKE SA; " + NULL.format("ID_NULL")})
+        # The one pair pluto 4.10 cannot serve: the enrolled server starts NULL OE towards a
+        # client that holds it to its certificate. The client's per-peer conn (an exact
+        # address match) is chosen at IKE_SA_INIT, pluto never switches conns for AUTH_NULL,
+        # and the conn wants @server.oe.test: the client refuses -- correctly, accepting NULL
+        # there would let anyone at the server's address in unauthenticated.
+        meet(n, "server", "client", {
+            "client": "Peer ID 'ID_NULL' mismatched on first found connection",
+            "server": "IKE SA authentication request rejected by peer: AUTHENTICATION_FAILED"})
+        # The client's own traffic to the server still starts an authenticated SA.
+        meet(n, "client", "server", {
+            "client": "initiator established IKE SA; " + CERT.format("server.oe.test")})
