@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,8 +28,9 @@ from pathlib import Path
 import pytest
 
 from lab import Lab
-from lab.netns import Network
+from lab.netns import Host, Network
 from lab.pluto import Pluto
+from oeagent.policy.render import NULL_CLIENT_ID
 from tests.integration.oe_peers import ScratchCA
 from tests.integration.test_policy import (
     _enrolled,
@@ -112,13 +114,12 @@ def meet(nodes: dict[str, Pluto], initiator: str, responder: str,
 
 def test_every_pair_gets_the_strongest_authentication_both_can_do(lab: Lab) -> None:
     with hosts(lab) as n:
-        ip = {name: node.host.address for name, node in n.items()}
         # oeagent client -> enrolled server: the server proves @server.oe.test; the client
-        # uses NULL authentication with its address as its ID.
+        # uses NULL authentication under oeagent's fixed client ID.
         meet(n, "client", "server", {
             "client": "initiator established IKE SA; " + CERT.format("server.oe.test"),
             "server": "responder established IKE SA; "
-                      + NULL.format(f"ID_IPV4_ADDR '{re.escape(ip['client'])}'")})
+                      + NULL.format(f"ID_FQDN '{NULL_CLIENT_ID}'")})
         # plain NULL-only host -> enrolled server: encrypted NULL OE, never clear.
         out = meet(n, "plain", "server", {
             "plain": "initiator established IKE SA; " + NULL.format("ID_NULL"),
@@ -134,11 +135,15 @@ def test_every_pair_gets_the_strongest_authentication_both_can_do(lab: Lab) -> N
             meet(n, a, b, {
                 a: "initiator established IKE SA; " + CERT.format(ENROLLED[b]),
                 b: "responder established IKE SA; " + CERT.format(ENROLLED[a])})
-        # enrolled solo discovered the server, the server does not know solo: mutual too
-        # (the responder conn accepts a certificate-authenticated client).
+        # enrolled solo discovered the server, the server does not know solo: solo
+        # authenticates the server by name; the server's responder checks solo's signature
+        # and chain to its trust anchors, not the name (require-id-on-certificate=no: the
+        # responder's rightid is oeagent's NULL client ID), and says so.
         meet(n, "solo", "server", {
             "solo": "initiator established IKE SA; " + CERT.format("server.oe.test"),
-            "server": "responder established IKE SA; " + CERT.format("solo.oe.test")})
+            "server": "X509: connection allows unmatched IKE ID and certificate SAN(.|\n)*"
+                      "responder established IKE SA; " + CERT.format(re.escape(NULL_CLIENT_ID[1:]))
+                      + " CA 'CN=oe5 test root'"})
         # NULL between the client and the plain host, either way.
         for a, b in (("client", "plain"), ("plain", "client")):
             meet(n, a, b, {a: "initiator established IKE SA; " + NULL.format("ID_NULL"),
@@ -154,3 +159,69 @@ def test_every_pair_gets_the_strongest_authentication_both_can_do(lab: Lab) -> N
         # The client's own traffic to the server still starts an authenticated SA.
         meet(n, "client", "server", {
             "client": "initiator established IKE SA; " + CERT.format("server.oe.test")})
+
+
+def _behind_nat(net: Network, name: str) -> Host:
+    """A host on 100.64.0.2/24 behind a masquerading router (198.51.100.60 on the bridge);
+    both namespaces are ``net``'s, so closing it removes them."""
+    router = net.add_host(f"{name}gw", 60)
+    inside = Host(name, f"{net.tag}-{name}", "100.64.0.2")
+    subprocess.run(["ip", "netns", "add", inside.namespace], check=True)
+    net.hosts[name] = inside
+    outer, inner = f"{net.tag}n0", f"{net.tag}n1"
+    for argv in (["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
+                 ["ip", "link", "set", outer, "netns", router.namespace],
+                 ["ip", "link", "set", inner, "netns", inside.namespace]):
+        subprocess.run(argv, check=True)
+    router.run(["ip", "addr", "add", "100.64.0.1/24", "dev", outer])
+    router.run(["ip", "link", "set", outer, "up"])
+    router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    router.run(["nft", "add table ip nat; add chain ip nat post { type nat hook postrouting "
+                "priority 100; }; add rule ip nat post oifname eth0 masquerade"])
+    inside.run(["ip", "link", "set", inner, "name", "eth0"])
+    inside.run(["ip", "addr", "add", "100.64.0.2/24", "dev", "eth0"])
+    for link in ("eth0", "lo"):
+        inside.run(["ip", "link", "set", link, "up"])
+    inside.run(["ip", "route", "add", "default", "via", "100.64.0.1"])
+    return inside
+
+
+def test_a_client_behind_nat_authenticates_the_server_and_a_plain_one_gets_null(
+        lab: Lab) -> None:
+    """Behind NAT the server sees the router's address, not the client's: oeagent's fixed
+    NULL client ID (not the address) is what lets the responder answer with its
+    certificate; a NULL-only host behind the same NAT still gets NULL."""
+    base = Path(tempfile.mkdtemp(prefix="oe5n-", dir="/tmp"))
+    try:
+        with Network(prefix="o5n") as net:
+            server = Pluto(net.add_host("server", 10), base / "server")
+            client = Pluto(_behind_nat(net, "natc"), base / "natc")
+            ca = ScratchCA.create(base / "ca")
+            for node in (server, client):
+                node.prepare()
+                _trust_root(node, ca.root_pem)
+                node.start()
+            _, key_path, cert = ca.issue("server.oe.test")
+            _import_identity(server, key_path, cert)
+            _enrolled(server)
+            remember_peer(client.dir / "state", "server.oe.test", server.host.address)
+            for node, overrides in ((server, {"host.names": ["server.oe.test"]}), (client, {})):
+                done = _policy_cli(node, _node_config(lab, node, overrides))
+                assert done.returncode == 0, done.stdout + done.stderr
+            nodes = {"server": server, "natc": client}
+            meet(nodes, "natc", "server", {
+                "natc": "initiator established IKE SA; " + CERT.format("server.oe.test"),
+                "server": r"\] 198\.51\.100\.60 #\d+: responder established IKE SA; "
+                          + NULL.format(f"ID_FQDN '{NULL_CLIENT_ID}'")})
+            # The same host as a plain NULL-only one.
+            client.use_null_oe("198.51.100.0/24")
+            (client.ipsec_dir / "oeagent.conf").unlink()
+            client.whack("--shutdown", check=False)
+            time.sleep(0.5)
+            client.start()
+            client.load()
+            meet(nodes, "natc", "server", {
+                "natc": "initiator established IKE SA; " + NULL.format("ID_NULL"),
+                "server": "expects us to have ID_NULL and connection allows AUTH_NULL"})
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
