@@ -225,3 +225,43 @@ def test_a_client_behind_nat_authenticates_the_server_and_a_plain_one_gets_null(
                 "server": "expects us to have ID_NULL and connection allows AUTH_NULL"})
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_rsa_enrolled_host_answers_the_same_way(lab: Lab) -> None:
+    """authby=rsasig,null: an RSA certificate to the oeagent client, NULL to a plain host."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    base = Path(tempfile.mkdtemp(prefix="oe5r-", dir="/tmp"))
+    try:
+        with Network(prefix="o5r") as net:
+            n = {name: Pluto(net.add_host(name, 10 + i), base / name)
+                 for i, name in enumerate(("rsa", "client", "plain"))}
+            ca = ScratchCA.create(base / "ca")
+            for name, node in n.items():
+                node.prepare()
+                _trust_root(node, ca.root_pem)
+                if name == "plain":
+                    node.use_null_oe("198.51.100.0/24")
+                node.start()
+            _, key_path, cert = ca.issue(
+                "rsa.oe.test", key=rsa.generate_private_key(65537, 2048))  # type: ignore[arg-type]
+            _import_identity(n["rsa"], key_path, cert)
+            _enrolled(n["rsa"])
+            for name, overrides in (
+                    ("rsa", {"host.names": ["rsa.oe.test"], "key.algorithm": "rsa-2048"}),
+                    ("client", {"policy.peers": [f"rsa.oe.test {n['rsa'].host.address} "
+                                                 "rsasig enforce"]})):
+                done = _policy_cli(n[name], _node_config(lab, n[name], overrides))
+                assert done.returncode == 0, done.stdout + done.stderr
+            n["plain"].load()
+            assert "authby=rsasig,null" in (n["rsa"].ipsec_dir / "oeagent.conf").read_text()
+            meet(n, "client", "rsa", {
+                "client": "initiator established IKE SA; authenticated peer '[^']*RSA[^']*' "
+                          "digital signature using peer certificate '@rsa.oe.test'",
+                "rsa": "responder established IKE SA; "
+                       + NULL.format(f"ID_FQDN '{NULL_CLIENT_ID}'")})
+            meet(n, "plain", "rsa", {
+                "plain": "initiator established IKE SA; " + NULL.format("ID_NULL"),
+                "rsa": "expects us to have ID_NULL and connection allows AUTH_NULL"})
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
