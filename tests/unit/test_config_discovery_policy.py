@@ -44,3 +44,12 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
                 "discovery.https_ca_bundle", "discovery.x: unknown key", "policy.clear[0]",
                 "policy.block[0]", "policy.peers[0]", "policy.peers[1]"):
         assert key in problems, key
+
+
+def test_concurrency_bounds(tmp_path: Path) -> None:
+    """Up to 256 lookups in flight (the discovery benchmark measures 1, 8, 32 and 128)."""
+    assert config.parse({**BASE, "discovery": {"concurrency": 128}}, tmp_path
+                        ).discovery.concurrency == 128
+    for bad in (0, 257):
+        with pytest.raises(ConfigError, match="discovery.concurrency"):
+            config.parse({**BASE, "discovery": {"concurrency": bad}}, tmp_path)
