@@ -51,5 +51,5 @@ def test_concurrency_bounds(tmp_path: Path) -> None:
     assert config.parse({**BASE, "discovery": {"concurrency": 128}}, tmp_path
                         ).discovery.concurrency == 128
     for bad in (0, 257):
-        with pytest.raises(ConfigError, match="discovery.concurrency"):
+        with pytest.raises(ConfigError, match=r"discovery\.concurrency"):
             config.parse({**BASE, "discovery": {"concurrency": bad}}, tmp_path)
