@@ -2,7 +2,8 @@
 
 The policy benchmark (bench/policy_scale.py) found loads of N peers running N ``whack
 --status`` (each listing N conns), one ``whack --delete`` and one ``whack --route`` per conn;
-these pin the fix: a constant number of processes, whatever the number of peers.
+these pin the fix: two status dumps and no deletes of conns pluto never held, whatever the
+number of peers.
 """
 
 from __future__ import annotations
@@ -29,25 +30,22 @@ class FakePluto:
     def __init__(self) -> None:
         self.held: set[str] = set()
         self.calls: Counter[str] = Counter()
-        self.autoall_confs: list[str] = []
+        self.added: list[list[str]] = []
 
     def run(self, argv: Sequence[str], **_: Any) -> subprocess.CompletedProcess[str]:
         args = list(argv)
         verb = next(a for a in args[2:] if a.startswith("--") and a != "--ctlsocket")
-        self.calls[f"{args[1]} {'--autoall' if '--autoall' in args else verb}"] += 1
+        self.calls[f"{args[1]} {verb}"] += 1
         out = ""
         if verb == "--status":
             out = "".join(f'000 "{n}": 0.0.0.0/0===...; unrouted\n' for n in sorted(self.held))
             out += '000 "oeagent-private-or-clear#198.51.100.0/24": ...\n'
         elif verb == "--delete":
             self.held.discard(args[args.index("--name") + 1])
-        elif args[1] == "addconn" and "--autoall" in args:
-            wrapper = Path(args[args.index("--config") + 1])
-            conf = wrapper.read_text().split("include ", 1)[1].strip()
-            text = Path(conf).read_text()
-            self.autoall_confs.append(text)
-            self.held |= {line.split()[1] for line in text.splitlines()
-                          if line.startswith("conn ")}
+        elif args[1] == "addconn":
+            names = args[args.index("--config") + 2:]
+            self.added.append(names)
+            self.held |= set(names)
         return subprocess.CompletedProcess(args, 0, out, "")
 
 
@@ -66,12 +64,13 @@ def test_held_conns_reads_names_instances_and_groups() -> None:
 
 def test_loading_many_peers_costs_a_constant_number_of_processes(
         pluto: FakePluto, tmp_path: Path) -> None:
+    (tmp_path / "oeagent.conf").write_text(_conf(500))
     install.load(tmp_path / "pluto.ctl", tmp_path, None, _conf(500))
-    assert pluto.calls == Counter({"whack --status": 2, "addconn --autoall": 1,
-                                   "whack --listen": 1})
+    # Two status dumps (not one per conn), no deletes of conns pluto never held, one addconn;
+    # the on-demand traps are routed one whack each.
+    assert pluto.calls == Counter({"whack --status": 2, "addconn --config": 1,
+                                   "whack --route": 500, "whack --listen": 1})
     assert len(pluto.held) == 500
-    # The on-demand conns are routed by the same addconn (--autoall on a config of them).
-    assert pluto.autoall_confs[0].count("auto=ondemand") == 500
 
 
 def test_reload_replaces_only_the_changed_conn(pluto: FakePluto, tmp_path: Path) -> None:
@@ -79,6 +78,6 @@ def test_reload_replaces_only_the_changed_conn(pluto: FakePluto, tmp_path: Path)
     pluto.calls.clear()
     install.load(tmp_path / "pluto.ctl", tmp_path, _conf(300), _conf(300, changed=7))
     assert pluto.calls == Counter({"whack --status": 2, "whack --delete": 1,
-                                   "addconn --autoall": 1, "whack --listen": 1})
-    assert [line for line in pluto.autoall_confs[-1].splitlines()
-            if line.startswith("conn ")] == ["conn oeagent-peer-p7-0"]
+                                   "addconn --config": 1, "whack --route": 1,
+                                   "whack --listen": 1})
+    assert pluto.added[-1] == ["oeagent-peer-p7-0"]
