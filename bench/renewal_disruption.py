@@ -181,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="one round")
+    parser.add_argument("--no-reread", action="store_true",
+                        help="control: do not tell pluto (pluto.ctlsocket points nowhere), so "
+                             "only the NSS swap happens under the running pluto")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--lab", type=Path, help="use the lab already up in this directory")
     args = parser.parse_args(argv)
@@ -204,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "-t", "CT,,", "-a", "-i", str(lab.info.pebble_root_pem)],
                            check=True, capture_output=True, timeout=30)
             config = lab.write_config(base / "oeagent.toml", {
-                "nss.database": server.nss_database, "pluto.ctlsocket": str(server.ctlsocket),
+                "nss.database": server.nss_database,
+                "pluto.ctlsocket": str(base / "absent.ctl" if args.no_reread
+                                       else server.ctlsocket),
                 "host.names": [NAME]}, root=base)
             done = oeagent(config, "enroll")
             if done.returncode != 0:
@@ -282,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     windows = [r.window for r in results if r.window is not None]
     lines = [
         f"Renewal disruption, {len(results)} renewals (`oeagent renew --force`) with pluto "
-        "running in a network namespace on the NSS database, one IKE SA established before.",
+        "running in a network namespace on the NSS database, one IKE SA established before"
+        + (" (control: pluto not told, no `whack --rereadcerts`)." if args.no_reread else
+           "; oeagent then runs `ipsec whack --rereadcerts`."),
         "",
         "| round | nickname missing (polled) | polls missed / total | poll interval | "
         "swap's own window | renew wall | server's pluto | IKE SA survived (client / server) |"
