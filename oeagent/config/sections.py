@@ -164,7 +164,7 @@ def _build_discovery(t: _Table) -> DiscoveryConfig:
         https_port=t.integer("https_port", 443, 1, 65535),
         https_ca_bundle=t.path_value("https_ca_bundle", None, must_exist=True),
         https_timeout=t.number("https_timeout", 5.0, 0.1, 60),
-        concurrency=t.integer("concurrency", 8, 1, 64),
+        concurrency=t.integer("concurrency", 8, 1, 256),
         min_cache=min_cache,
         max_cache=max_cache,
         validation=validation,

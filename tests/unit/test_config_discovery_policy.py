@@ -60,3 +60,12 @@ def test_in_process_validation(tmp_path: Path) -> None:
         config.parse({**BASE, "discovery": {"validation": "ad-bit",
                                             "trust_anchors": "missing.ds"}}, tmp_path)
     assert "validation" in str(info.value) and "missing.ds" in str(info.value)
+
+
+def test_concurrency_bounds(tmp_path: Path) -> None:
+    """Up to 256 lookups in flight (the discovery benchmark measures 1, 8, 32 and 128)."""
+    assert config.parse({**BASE, "discovery": {"concurrency": 128}}, tmp_path
+                        ).discovery.concurrency == 128
+    for bad in (0, 257):
+        with pytest.raises(ConfigError, match=r"discovery\.concurrency"):
+            config.parse({**BASE, "discovery": {"concurrency": bad}}, tmp_path)
