@@ -44,3 +44,13 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
                 "discovery.https_ca_bundle", "discovery.x: unknown key", "policy.clear[0]",
                 "policy.block[0]", "policy.peers[0]", "policy.peers[1]"):
         assert key in problems, key
+
+
+def test_publish_resolver_off_loopback_only_with_explicit_trust(tmp_path: Path) -> None:
+    remote = {**BASE, "publish": {"resolver": "198.51.100.2"}}
+    with pytest.raises(ConfigError, match=r"publish\.resolver.*not a loopback address"):
+        config.parse(remote, tmp_path)
+    assert not config.parse(BASE, tmp_path).publish.resolver_trusted
+    cfg = config.parse({**BASE, "publish": {"resolver": "198.51.100.2",
+                                            "resolver_trusted": True}}, tmp_path)
+    assert cfg.publish.resolver == "198.51.100.2" and cfg.publish.resolver_trusted
