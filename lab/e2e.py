@@ -47,29 +47,6 @@ REPO = Path(__file__).resolve().parent.parent
 SUBNET = "198.51.100.0/24"
 LAB_ADDRESS = f"198.51.100.{LAB_HOST_NUMBER}"
 
-PLAIN_NULL_OE = """\
-conn clear
-    type=passthrough
-    authby=never
-    left=%defaultroute
-    right=%group
-    auto=ondemand
-
-conn private-or-clear
-    type=tunnel
-    left=%defaultroute
-    leftid=%null
-    leftauth=null
-    rightid=%null
-    rightauth=null
-    right=%opportunisticgroup
-    negotiationshunt=hold
-    failureshunt=passthrough
-    keyingtries=1
-    retransmit-timeout=3s
-    auto=ondemand
-"""
-
 
 def esp_probe(host: OeHost) -> tuple[bool, str]:
     """Can this kernel install an ESP SA? (``ip xfrm state add ... proto esp`` in ``host``)."""
@@ -205,8 +182,7 @@ class Scenario:
             self.oeagent(name, "policy")
         # plain: libreswan's NULL OE, nothing else.
         plain = self.hosts["plain"]
-        (plain.pluto.ipsec_dir / "oe.conf").write_text(PLAIN_NULL_OE)
-        (plain.pluto.ipsec_dir / "policies" / "private-or-clear").write_text(f"{SUBNET}\n")
+        plain.pluto.use_null_oe(SUBNET)
         (plain.pluto.ipsec_dir / "policies" / "clear").write_text(f"{LAB_ADDRESS}/32\n")
         plain.pluto.load()
         # client: Pebble's root in pluto's NSS, discovery, policy.
