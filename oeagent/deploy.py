@@ -115,7 +115,8 @@ def deploy_to_nss(
             "deployed_at": dt.datetime.now(dt.UTC).isoformat(),
         },
     )
-    notified = pluto.reread_certs(config.pluto.ctlsocket)
+    notified = pluto.reread_certs(config.pluto.ctlsocket, nickname=config.nss.nickname,
+                                  ipsec_dir=config.pluto.ipsec_dir)
     reporter.step(
         "pluto",
         "told pluto to reread certificates"

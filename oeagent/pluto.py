@@ -7,7 +7,9 @@ database when it starts, so there is nothing to tell it and that is not an error
 from __future__ import annotations
 
 import logging
+import re
 import stat
+import tempfile
 from pathlib import Path
 
 from oeagent import proc
@@ -19,12 +21,22 @@ log = logging.getLogger(__name__)
 _NOT_RUNNING = ("Pluto is not running", "Connection refused", "No such file or directory")
 
 
-def reread_certs(ctlsocket: Path, timeout: float = 30.0) -> bool:
-    """Make pluto reload the certificates of its loaded conns (by nickname).
+def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None = None,
+                 ipsec_dir: Path | None = None, removed: bool = False) -> bool:
+    """Make pluto use the certificate now under ``nickname`` (or, with ``removed``, stop
+    using the one that is gone).
 
-    True when pluto reloaded them, False when pluto is not running. Raises PlutoError when
+    True when pluto was told, False when pluto is not running. Raises PlutoError when
     pluto runs but a reload failed (whack exits non-zero: e.g. status 27 "reloading
     leftcert='NICK' failed" when the nickname has no usable certificate and key).
+
+    pluto 4.10 (Debian 12) dies with SIGSEGV on ``whack --rereadcerts`` while it holds both
+    a conn with a certificate and instances of OE group conns (libreswan issue #1005: the
+    reread walks every conn, instances without a host config included) -- that is, on every
+    enrolled OE host. So when pluto holds group instances, the conns that use ``nickname``
+    are replaced instead (deleted and added again from ``ipsec_dir/oeagent.conf``, routed
+    when on-demand; with ``removed`` only deleted): pluto reads the certificate when a conn
+    is added. Their SAs end; peers negotiate again on demand.
     """
     try:
         if not stat.S_ISSOCK(ctlsocket.stat().st_mode):
@@ -34,6 +46,15 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0) -> bool:
             "pluto is not running (no %s); it reads the certificates when it starts", ctlsocket
         )
         return False
+    if nickname is not None:
+        status = _whack(ctlsocket, ["--status"], timeout)
+        if status is None:
+            log.info("pluto is not running (%s)", ctlsocket)
+            return False
+        users = cert_conns(status, nickname)
+        if users and has_group_instances(status):
+            _replace(ctlsocket, users, ipsec_dir, removed, timeout)
+            return True
     result = proc.run(
         ["ipsec", "whack", "--ctlsocket", str(ctlsocket), "--rereadcerts"],
         check=False,
@@ -48,3 +69,63 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0) -> bool:
         return False
     detail = output.splitlines()[-1] if output else f"exit status {result.returncode}"
     raise PlutoError(f"pluto failed to reload its certificates: {detail}")
+
+
+def _whack(ctlsocket: Path, args: list[str], timeout: float) -> str | None:
+    """``whack ARGS``'s output, or None when pluto is not running."""
+    result = proc.run(["ipsec", "whack", "--ctlsocket", str(ctlsocket), *args], check=False,
+                      timeout=timeout)
+    output = result.stdout + result.stderr
+    if result.returncode != 0 and any(marker in output for marker in _NOT_RUNNING):
+        return None
+    return output
+
+
+def cert_conns(status: str, nickname: str) -> list[str]:
+    """The conns (not instances) that ``whack --status`` shows with ``mycert=NICKNAME``."""
+    found = re.findall(rf'^\d* ?"([^"\[#]+)":\s.*\bmycert={re.escape(nickname)};', status,
+                       re.MULTILINE)
+    return list(dict.fromkeys(found))
+
+
+def has_group_instances(status: str) -> bool:
+    """Does pluto hold instances of OE group conns (``"GROUP#CIDR"``)?"""
+    return re.search(r'^\d* ?"[^"]+#[^"]+"', status, re.MULTILINE) is not None
+
+
+def _replace(ctlsocket: Path, conns: list[str], ipsec_dir: Path | None, removed: bool,
+             timeout: float) -> None:
+    from oeagent.policy.render import CONF, conn_blocks
+
+    conf = ipsec_dir / CONF if ipsec_dir is not None else None
+    blocks = conn_blocks(conf.read_text()) if conf is not None and conf.exists() else {}
+    foreign = [c for c in conns if c not in blocks]
+    if foreign and not removed:
+        raise PlutoError(
+            f"pluto holds OE group conns and {', '.join(foreign)} use the certificate: pluto "
+            "4.x crashes on `whack --rereadcerts` then (libreswan issue #1005), so oeagent "
+            f"did not ask; replace them yourself (ipsec auto --replace {foreign[0]})"
+        )
+    for conn in conns:
+        _whack(ctlsocket, ["--delete", "--name", conn], timeout)
+    if removed or conf is None:
+        log.info("pluto: deleted %s (their certificate is gone)", ", ".join(conns))
+        return
+    with tempfile.TemporaryDirectory(prefix="oeagent-reload-") as tmp:
+        wrapper = Path(tmp) / "ipsec.conf"
+        wrapper.write_text(f"config setup\ninclude {conf}\n")
+        added = proc.run(["ipsec", "addconn", "--ctlsocket", str(ctlsocket), "--config",
+                          str(wrapper), *conns], check=False, timeout=timeout)
+    output = (added.stdout + added.stderr).strip()
+    if added.returncode != 0:
+        detail = output.splitlines()[-1] if output else f"exit status {added.returncode}"
+        raise PlutoError(f"pluto refused {', '.join(conns)} with the new certificate: {detail}")
+    for conn in conns:
+        if "auto=ondemand" in blocks[conn].splitlines():
+            _whack(ctlsocket, ["--route", "--name", conn], timeout)
+    status = _whack(ctlsocket, ["--status"], timeout) or ""
+    missing = [c for c in conns if f'"{c}"' not in status]
+    if missing:
+        raise PlutoError(f"pluto did not load {', '.join(missing)} again: "
+                         f"{output.splitlines()[-1] if output else 'see its log'}")
+    log.info("pluto: replaced %s to load the new certificate", ", ".join(conns))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: bring up a fresh local lab, enroll this "host" against the lab's real ACME CA,
 # show the certificate in libreswan's NSS database, advertise it in the DNSSEC-signed zone,
-# then stop the lab (KEEP_LAB=1 keeps it).
+# then stop the lab (KEEP_LAB=1 keeps it). Finally the end-to-end scenario: real pluto peers in
+# network namespaces (server, webonly, client, plain, impostor) and a table of what pluto did.
 set -euo pipefail
 LAB=${1:-$PWD/.lab/demo}
 PY=.venv/bin/python
@@ -46,6 +47,14 @@ dig +noall +answer -p "$UNBOUND" @127.0.0.1 _oe.server.oe.test TXT
 STATE=$(sed -n 's/^state_dir = "\([^"]*\)".*/\1/p' "$LAB/oeagent.toml" | head -1)
 say "oeagent's state directory (private: 0700 directories, 0600 keys)"
 find "$STATE" -printf '%M  %p\n' | sort -k2
+
+E2E=$(mktemp -d /tmp/oe6-demo-XXXX)   # short: pluto's control socket paths must fit
+trap 'rm -rf "$E2E"' EXIT
+if [ "${KEEP_LAB:-0}" != 1 ]; then trap '$PY -m lab down "$LAB" >/dev/null 2>&1 || true; rm -rf "$E2E"' EXIT; fi
+say "End to end: oeagent on real pluto peers, one network namespace per host (198.51.100.0/24)"
+echo "lab services .2, server .10 (server.oe.test, signed zone), webonly .11"
+echo "(web.insecure.oe.test, unsigned), client .20, plain .30 (NULL OE only), impostor .40"
+$PY -m lab.e2e "$E2E"
 
 if [ "${KEEP_LAB:-0}" = 1 ]; then
   say "The lab keeps running: oeagent --config $LAB/oeagent.toml ...; stop it with: make lab-down LAB=$LAB"

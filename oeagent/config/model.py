@@ -133,6 +133,9 @@ class PublishConfig:
     resolver: str = "127.0.0.1"
     """The validating resolver used to verify (loopback only: its AD bit is trusted)."""
     resolver_port: int = 53
+    resolver_trusted: bool = False
+    """Allow a resolver that is not on loopback and trust its AD bit (an explicit opt-in,
+    only over a protected channel, e.g. a lab's resolver on a private bridge)."""
     verify_timeout: float = 60.0
     dns: PublishDnsConfig = field(default_factory=PublishDnsConfig)
     zonefile: Path | None = None

@@ -253,14 +253,17 @@ def _build_publish(reader: _Reader, host: HostConfig, challenge_dns: DnsChalleng
     if "zonefile" in backends and zonefile is None:
         reader.problem("publish.zonefile", "is required for the zonefile backend")
     addresses = pub_t.text_list("addresses", names.normalize_ip) or host.addresses
+    resolver_trusted = pub_t.boolean("resolver_trusted", False)
     return PublishConfig(
         backends=backends,
         mode=pub_t.choice("mode", "enforce", PUBLISH_MODES),
         max_age=pub_t.integer("max_age", 86_400, 60, 31_557_600),
         addresses=addresses,
         reverse=pub_t.boolean("reverse", False),
-        resolver=pub_t.text("resolver", "127.0.0.1", _check_loopback),
+        resolver=pub_t.text("resolver", "127.0.0.1",
+                            names.normalize_ip if resolver_trusted else _check_loopback),
         resolver_port=pub_t.integer("resolver_port", 53, 1, 65535),
+        resolver_trusted=resolver_trusted,
         verify_timeout=pub_t.number("verify_timeout", 60.0, 1, 3600),
         dns=dns,
         zonefile=zonefile,

@@ -14,6 +14,7 @@ import http.server
 import logging
 import signal
 import socket
+import socketserver
 import ssl
 import threading
 from pathlib import Path
@@ -75,6 +76,15 @@ class WellKnownServer(http.server.ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # http.server.HTTPServer.server_bind asks socket.getfqdn() for a reverse name of the
+        # listening address, through the system resolver: up to its whole timeout (10 s in a
+        # network namespace whose resolver is unreachable) before the port is open. The name
+        # is never used here.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def reload_certificate(self) -> None:
         """Load the current certificate and key if they changed since the last load."""

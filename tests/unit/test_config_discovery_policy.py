@@ -46,6 +46,16 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
         assert key in problems, key
 
 
+def test_publish_resolver_off_loopback_only_with_explicit_trust(tmp_path: Path) -> None:
+    remote = {**BASE, "publish": {"resolver": "198.51.100.2"}}
+    with pytest.raises(ConfigError, match=r"publish\.resolver.*not a loopback address"):
+        config.parse(remote, tmp_path)
+    assert not config.parse(BASE, tmp_path).publish.resolver_trusted
+    cfg = config.parse({**BASE, "publish": {"resolver": "198.51.100.2",
+                                            "resolver_trusted": True}}, tmp_path)
+    assert cfg.publish.resolver == "198.51.100.2" and cfg.publish.resolver_trusted
+
+
 def test_in_process_validation(tmp_path: Path) -> None:
     assert config.parse(BASE, tmp_path).discovery.validation == "resolver"
     (tmp_path / "anchors.ds").write_text("example. 3600 IN DS 1 13 2 " + "AB" * 32 + "\n")

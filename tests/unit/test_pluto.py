@@ -31,3 +31,22 @@ def test_not_a_socket_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("")
     with pytest.raises(PlutoError, match="not a socket"):
         pluto.reread_certs(path)
+
+
+STATUS_4_10 = """\
+000 "oeagent-clear":   oriented; my_ip=unset; their_ip=unset;
+000 "oeagent-clear#10.255.255.53/32": 198.51.100.10---198.51.100.1...%group; unrouted;
+000 "oeagent-responder": 198.51.100.10[@server.oe.test]...%any[ID_NULL]; unrouted;
+000 "oeagent-responder":     oriented; my_ip=unset; their_ip=unset; mycert=oeagent; my_updown=ipsec _updown;
+000 "oeagent-responder"[1] 198.51.100.20:     oriented; my_ip=unset; their_ip=unset; mycert=oeagent; my_updown=ipsec _updown;
+000 "mine":     oriented; my_ip=unset; their_ip=unset; mycert=other; my_updown=ipsec _updown;
+"""
+
+
+def test_conns_using_a_certificate_and_group_instances_from_whack_status() -> None:
+    """What decides between `--rereadcerts` and replacing the conns: pluto 4.10 crashes on
+    `--rereadcerts` with both (libreswan #1005; the end-to-end suite found it)."""
+    assert pluto.cert_conns(STATUS_4_10, "oeagent") == ["oeagent-responder"]
+    assert pluto.cert_conns(STATUS_4_10, "other") == ["mine"]
+    assert pluto.has_group_instances(STATUS_4_10)
+    assert not pluto.has_group_instances(STATUS_4_10.replace("#10.255.255.53/32", ""))
