@@ -75,6 +75,10 @@ class Pluto:
 
     def start(self, timeout: float = 10) -> None:
         self.prepare()
+        # A pluto that crashed leaves its socket and pid file behind: waiting for the socket
+        # to appear would then return at once, before the new pluto listens.
+        for leftover in (self.ctlsocket, self.run_dir / "pluto.pid"):
+            leftover.unlink(missing_ok=True)
         self.host.spawn([PLUTO, "--config", str(self.config), "--nofork", "--stderrlog",
                          "--rundir", str(self.run_dir), "--nssdir", str(self.nss_dir),
                          "--ipsecdir", str(self.ipsec_dir),
