@@ -180,9 +180,10 @@ def write_config(lab: Lab, root: Path, name: str, overrides: dict[str, Any] | No
     return lab.write_config(root / "oeagent.toml", {**base, **(overrides or {})}, root=root)
 
 
-def new_host(lab: Lab, root: Path) -> Host:
-    name = fresh_name(lab)
-    host = Host(lab, root, name, write_config(lab, root, name))
+def new_host(lab: Lab, root: Path, zone: str = "oe.test", publish: bool = True) -> Host:
+    name = fresh_name(lab, zone)
+    overrides = None if publish else {"publish.backends": []}
+    host = Host(lab, root, name, write_config(lab, root, name, overrides))
     for command in (("enroll",), ("policy",)):
         result = run(host, *command)
         assert result.code == 0, str(result)
@@ -192,8 +193,12 @@ def new_host(lab: Lab, root: Path) -> Host:
 def run(host: Host, *args: str, timeout: float = 120, config: Path | None = None) -> Run:
     argv = [sys.executable, "-m", "oeagent", "--config", str(config or host.config_path),
             "--json", "--debug", *args]
+    began = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    if os.environ.get("FAULTS_TRACE"):
+        print(f"{time.monotonic() - began:6.2f}s exit {proc.returncode} {' '.join(args)}: "
+              f"{json.loads(proc.stdout).get('error') if proc.stdout.startswith('{') else ''}")
     try:
         doc = json.loads(proc.stdout) if proc.stdout.strip() else {}
     except ValueError:
