@@ -101,10 +101,20 @@ def _run(config: Config, state: StateDir, backends: list[Backend], target: Desir
     return result
 
 
+def _failures(checks: list[dict[str, Any]]) -> str:
+    """The failed checks, grouped by what was seen, so the reason is in the message: e.g.
+    "_oe.x TXT published, x IPSECKEY published: resolver 127.0.0.1#53: UNREACHABLE ..."."""
+    by_detail: dict[str, list[str]] = {}
+    for check in checks:
+        if not check["ok"]:
+            by_detail.setdefault(check["detail"], []).append(check["what"])
+    return "; ".join(f"{', '.join(whats)}: {detail}" for detail, whats in by_detail.items())
+
+
 def _raise_if_not_visible(result: dict[str, Any]) -> dict[str, Any]:
     if result.get("not_visible"):
-        raise PublishError("applied, but not visible as published: "
-                           + "; ".join(result["not_visible"]))
+        checks = [c for v in result.get("verify", []) for c in v["checks"]]
+        raise PublishError("applied, but not visible as published: " + _failures(checks))
     return result
 
 
@@ -123,9 +133,9 @@ def run_publish(config: Config, reporter: Reporter, *, dry_run: bool = False,
         if dry_run:
             return _run(config, state, backends, target, reporter, dry_run=True)
         verifications = _verify(backends, target, config, reporter)
-        failed = [c.what for v in verifications for c in v.checks if not c.ok]
-        if failed:
-            raise PublishError(f"not visible as published: {'; '.join(failed)}")
+        checks = [c for v in verifications for c in v.as_dict()["checks"]]
+        if not all(c["ok"] for c in checks):
+            raise PublishError(f"not visible as published: {_failures(checks)}")
         return {**_summary(target), "verify": [v.as_dict() for v in verifications]}
     with state.lock(config.lock_timeout):
         ledger = advertise.Ledger.load(state)

@@ -75,6 +75,7 @@ class Run:
     doc: dict[str, Any]
     out: str
     err: str
+    seconds: float = 0.0
 
     @property
     def error(self) -> str:
@@ -203,7 +204,7 @@ def run(host: Host, *args: str, timeout: float = 120, config: Path | None = None
         doc = json.loads(proc.stdout) if proc.stdout.strip() else {}
     except ValueError:
         doc = {"unparsed": proc.stdout}
-    return Run(argv, proc.returncode, doc, proc.stdout, proc.stderr)
+    return Run(argv, proc.returncode, doc, proc.stdout, proc.stderr, time.monotonic() - began)
 
 
 def start(host: Host, *args: str, json_output: bool = False) -> subprocess.Popen[str]:

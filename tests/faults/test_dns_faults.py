@@ -39,6 +39,10 @@ def test_unbound_silent_during_verify(host: Host, lab: Lab) -> None:
     with lab.paused("unbound"):
         result = run(host, "publish")
     survived(host, result, prior, exit_codes={1, 69}, dns_changed=True)
+    # The reason is in the message, and publish.verify_timeout bounds the wait (it was one
+    # resolver timeout per rrset, 12 s here, and the message said only "not visible").
+    assert "UNREACHABLE" in result.error and "#" in result.error, result.error
+    assert result.seconds < 2 + 2.5, result.seconds
     host.reconfigure({"publish.mode": "testing"})
     converges(host, "publish", prior=prior)
 
@@ -50,6 +54,8 @@ def test_unbound_down_for_verify(host: Host, lab: Lab) -> None:
     host.reconfigure({"publish.resolver_port": 9, "publish.verify_timeout": 1})
     result = run(host, "publish", "--verify")
     survived(host, result, prior, exit_codes={1, 69})
+    assert "UNREACHABLE" in result.error and "#9" in result.error, result.error
+    assert result.seconds < 1 + 2.5, result.seconds
     host.reconfigure({})
     converges(host, "publish", prior=prior)
 
