@@ -42,6 +42,9 @@ from oeagent import config as config_module
 from tests.integration.publish_support import fresh_name, our_records
 
 REPO = Path(__file__).resolve().parents[2]
+# The venv's bin first, so install-units finds the oeagent executable.
+ENV = {**os.environ, "PYTHONPATH": str(REPO),
+       "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -196,7 +199,7 @@ def run(host: Host, *args: str, timeout: float = 120, config: Path | None = None
             "--json", "--debug", *args]
     began = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env=ENV)
     if os.environ.get("FAULTS_TRACE"):
         print(f"{time.monotonic() - began:6.2f}s exit {proc.returncode} {' '.join(args)}: "
               f"{json.loads(proc.stdout).get('error') if proc.stdout.startswith('{') else ''}")
@@ -212,7 +215,7 @@ def start(host: Host, *args: str, json_output: bool = False) -> subprocess.Popen
     argv = [sys.executable, "-m", "oeagent", "--config", str(host.config_path), "--debug",
             *(["--json"] if json_output else []), *args]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env=ENV)
 
 
 def run_until(host: Host, marker: str, act: Callable[[], None], *args: str) -> Run:
