@@ -401,8 +401,10 @@ class Lab:
         path.write_text(config_file.render(settings, overrides))
         return path
 
-    def start_nginx(self, cert: Path, key: Path, webroot: Path | None = None) -> int:
-        """(Re)start nginx serving ``webroot`` over HTTPS with ``cert`` (full chain) and ``key``.
+    def start_nginx(self, cert: Path, key: Path, webroot: Path | None = None,
+                    redirect_to: str | None = None) -> int:
+        """(Re)start nginx serving ``webroot`` over HTTPS with ``cert`` (full chain) and ``key``
+        (``redirect_to``: the well-known document answers 302 there instead).
 
         Returns the port (``info.https_port``). Restarting picks up a new certificate.
         """
@@ -414,7 +416,7 @@ class Lab:
         assert info is not None
         root = Path(webroot or info.dir / "webroot")
         conf = nginx.write_config(self.dir / "nginx", self.dir / "logs", info.https_port,
-                                  Path(cert), Path(key), root, info.bind_address)
+                                  Path(cert), Path(key), root, info.bind_address, redirect_to)
         with in_namespace(info.namespace):
             daemon, popen = spawn("nginx", nginx.argv(conf), self.dir / "logs" / "nginx.log",
                                   cwd=self.dir)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lab import Lab
-from tests.faults.harness import (Host, before, converges, fault, new_host, run, survived)
+from tests.faults.harness import Host, before, converges, fault, new_host, run, survived
 
 pytestmark = pytest.mark.lab
 
