@@ -55,17 +55,20 @@ class Fault:
     command: str
     expected: str
     test: str
+    cases: int = 1
 
 
 MATRIX: list[Fault] = []
 
 
-def fault(what: str, command: str, expected: str) -> Callable[[F], F]:
-    """Register a test in the fault matrix (README "Reliability and security")."""
+def fault(what: str, command: str, expected: str, cases: int = 1) -> Callable[[F], F]:
+    """Register a test in the fault matrix (README "Reliability and security"); ``cases``:
+    how many faults its parameters inject."""
 
     def register(func: F) -> F:
         module = func.__module__.rsplit(".", 1)[-1]
-        MATRIX.append(Fault(what, command, expected, f"{module}::{func.__name__}"))
+        MATRIX.append(Fault(what, command, expected, f"faults/{module}.py::{func.__name__}",
+                            cases))
         return func
 
     return register

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from lab import Lab
 from oeagent import config as config_module
 from oeagent.renew import renew
 from oeagent.report import NullReporter
@@ -157,7 +156,8 @@ KILLS = [
 
 
 @fault("SIGKILL at each step of renew, publish and policy (9 points)", "renew, publish, policy",
-       "the next run recovers (NSS journal, CAS retry, atomic files) and converges")
+       "the next run recovers (NSS journal, CAS retry, atomic files) and converges",
+       cases=9)
 @pytest.mark.parametrize(("command", "flag", "marker"), KILLS)
 def test_sigkill_at_each_step(host: Host, command: str, flag: str, marker: str) -> None:
     prior = before(host)
@@ -171,7 +171,8 @@ def test_sigkill_at_each_step(host: Host, command: str, flag: str, marker: str) 
 
 
 @fault("two runs at once of renew, publish and policy", "renew --force, publish, policy (twice)",
-       "the lock serializes them: the second waits, then runs or exits 75 naming the holder")
+       "the lock serializes them: the second waits, then runs or exits 75 naming the holder",
+       cases=3)
 @pytest.mark.parametrize("command", [("renew", "--force"), ("publish",), ("policy",)])
 def test_two_runs_at_once(host: Host, command: tuple[str, ...]) -> None:
     prior = before(host)
@@ -222,6 +223,3 @@ def test_clock_far_behind(host: Host) -> None:
     check_files(host)
     converges(host, "enroll", prior=prior)
 
-
-def test_lab_is_used(lab: Lab) -> None:
-    assert lab.info.zone == "oe.test"
