@@ -224,3 +224,21 @@ def test_trailing_newline_is_refused_everywhere() -> None:
     document["pins"] = ["ab" * 32 + "\n"]
     with pytest.raises(AdvertisementError):
         parse_document(json.dumps(document).encode(), "server.oe.test", NOW)
+
+
+@fault("slow-drip body while publish verifies its document", "publish --verify",
+       "bounded by the fetch timeout as a whole (TimeoutError, reported as 'cannot fetch')")
+def test_publish_fetch_slow_drip_is_bounded(tls: tuple[Path, Path, Path]) -> None:
+    from oeagent.publish import https
+
+    def drip(conn: ssl.SSLSocket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")
+        with contextlib.suppress(OSError):
+            for _ in range(5000):
+                conn.sendall(b" ")
+                time.sleep(0.05)
+
+    began = time.monotonic()
+    with https_server(tls, drip) as port, pytest.raises(TimeoutError):
+        https.fetch("127.0.0.1", "127.0.0.1", port=port, cafile=tls[0], timeout=0.5)
+    assert time.monotonic() - began < 3
