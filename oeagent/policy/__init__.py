@@ -101,6 +101,13 @@ def apply(cfg: Config, reporter: Reporter, *, dry_run: bool = False,
     now = now or dt.datetime.now(dt.UTC)
     state = StateDir(cfg.state_dir)
     with state.lock(cfg.lock_timeout):
+        if not dry_run:
+            # Temp files of a killed run (state directory, and ours in the ipsec directory):
+            # they never replaced a real file.
+            ipsec_dir = cfg.pluto.ipsec_dir
+            stale = [*state.remove_stale_temp_files(), *install.remove_stale_temp_files(ipsec_dir)]
+            for path in stale:
+                reporter.step("recover", f"removed {path.name}, left by an interrupted run")
         return _apply(cfg, state, reporter, dry_run, now)
 
 

@@ -101,6 +101,13 @@ def _run(config: Config, state: StateDir, backends: list[Backend], target: Desir
     return result
 
 
+def _remove_stale(state: StateDir, reporter: Reporter) -> None:
+    """As enroll and renew do: temp files a killed run left behind (they never replaced a
+    real file) go at the start of the next run."""
+    for stale in state.remove_stale_temp_files():
+        reporter.step("recover", f"removed {stale.name}, left by an interrupted run")
+
+
 def _failures(checks: list[dict[str, Any]]) -> str:
     """The failed checks, grouped by what was seen, so the reason is in the message: e.g.
     "_oe.x TXT published, x IPSECKEY published: resolver 127.0.0.1#53: UNREACHABLE ..."."""
@@ -138,6 +145,7 @@ def run_publish(config: Config, reporter: Reporter, *, dry_run: bool = False,
             raise PublishError(f"not visible as published: {_failures(checks)}")
         return {**_summary(target), "verify": [v.as_dict() for v in verifications]}
     with state.lock(config.lock_timeout):
+        _remove_stale(state, reporter)
         ledger = advertise.Ledger.load(state)
         if resume and ledger.unenrolled_at:
             reporter.step("advertise", f"enrolled again: ending the unenroll of "
@@ -199,6 +207,7 @@ def run_unenroll(config: Config, reporter: Reporter, *, purge: bool = False,
                           f"{config.nss.database}" + (" and revoke it at the CA" if revoke else ""))
         return result
     with state.lock(config.lock_timeout):
+        _remove_stale(state, reporter)
         result = {"dry_run": False}
         if backends:
             result = _withdraw_advertisement(config, state, backends, reporter, purge, now)

@@ -170,6 +170,20 @@ def test_sigkill_at_each_step(host: Host, command: str, flag: str, marker: str) 
     converges(host, command, *[f for f in (flag,) if f and command != "renew"], prior=prior)
 
 
+@fault("temp files a killed run left in the state and ipsec directories", "publish, policy",
+       "removed at the start of the next run (under the lock), reported as a recover step",
+       cases=2)
+def test_stale_temp_files_are_removed_by_the_next_run(host: Host) -> None:
+    for command, directory in (("publish", host.state), ("policy", host.ipsec_dir / "policies")):
+        stale = directory / ".oeagent-clear.k3j2x9.tmp"
+        stale.write_text("half")
+        result = run(host, command)
+        assert result.code == 0, str(result)
+        assert not stale.exists(), command
+        assert any(step["step"] == "recover" for step in result.doc["steps"]), result.doc
+        check_files(host)
+
+
 @fault("two runs at once of renew, publish and policy", "renew --force, publish, policy (twice)",
        "the lock serializes them: the second waits, then runs or exits 75 naming the holder",
        cases=3)
