@@ -16,6 +16,31 @@ from lab.procs import LabError
 
 PLUTO = "/usr/libexec/ipsec/pluto"
 
+# Plain NULL-auth OE, as a host without oeagent runs it: encrypt to whoever speaks IKE,
+# unauthenticated, and fall back to clear otherwise.
+NULL_OE_CONF = """\
+conn clear
+    type=passthrough
+    authby=never
+    left=%defaultroute
+    right=%group
+    auto=ondemand
+
+conn private-or-clear
+    type=tunnel
+    left=%defaultroute
+    leftid=%null
+    leftauth=null
+    rightid=%null
+    rightauth=null
+    right=%opportunisticgroup
+    negotiationshunt=hold
+    failureshunt=passthrough
+    keyingtries=1
+    retransmit-timeout=3s
+    auto=ondemand
+"""
+
 
 class Pluto:
     def __init__(self, host: Host, directory: Path) -> None:
@@ -60,6 +85,12 @@ class Pluto:
                 tail = self.log_text()[-2000:]
                 raise LabError(f"pluto in {self.host.name} did not start:\n{tail}")
             time.sleep(0.05)
+
+    def use_null_oe(self, cidr: str) -> None:
+        """Configure plain NULL-auth OE (private-or-clear) towards ``cidr``."""
+        (self.ipsec_dir / "oe.conf").write_text(NULL_OE_CONF)
+        (self.ipsec_dir / "policies" / "private-or-clear").write_text(f"{cidr}\n")
+        (self.ipsec_dir / "policies" / "clear").write_text("")
 
     def whack(self, *args: str, check: bool = True) -> str:
         result = self.host.run(["ipsec", "whack", "--ctlsocket", str(self.ctlsocket), *args],

@@ -35,6 +35,7 @@ from oeagent.advertisement import (
 from oeagent.config import DiscoveryConfig
 from oeagent.discovery import records, wellknown
 from oeagent.discovery.dnsquery import Answer, Resolver, Security, query
+from oeagent.discovery.validate import Validator, load_anchors
 
 STATUSES = ("authenticated", "none", "bogus", "unreachable", "invalid")
 _MAX_ADDRESSES = 4  # HTTPS attempts per peer; more only makes a hostile name slower
@@ -76,6 +77,16 @@ class Discoverer:
         self.resolver = Resolver(cfg.resolver, cfg.resolver_port, cfg.dns_timeout,
                                  cfg.resolver_trusted)
         self.tls = wellknown.tls_context(cfg.https_ca_bundle) if cfg.https else None
+        self.validator: Validator | None = None
+        if cfg.validation == "in-process":
+            assert cfg.trust_anchors is not None  # the config reader requires it
+            self.validator = Validator(self.resolver, load_anchors(cfg.trust_anchors))
+
+    def _query(self, name: dns.name.Name | str, rdtype: str) -> Answer:
+        """Through the resolver: judged by its AD bit, or validated here (in-process)."""
+        if self.validator is not None:
+            return self.validator.query(name, rdtype)
+        return query(self.resolver, name, rdtype)
 
     def lookup(self, peer: str, now: dt.datetime) -> Result:
         try:
@@ -94,7 +105,7 @@ class Discoverer:
         """Reverse lookup, then the forward name must map back to ``address``, both secure:
         an identity bound to an address through forgeable DNS would name the forger."""
         reverse = dns.reversename.from_address(address)
-        ptr = query(self.resolver, reverse, "PTR")
+        ptr = self._query(reverse, "PTR")
         if ptr.security in (Security.BOGUS, Security.UNREACHABLE):
             return _fail(result, ptr)
         if ptr.security is not Security.SECURE or ptr.empty:
@@ -117,7 +128,7 @@ class Discoverer:
     def _addresses(self, fqdn: str, result: Result, secure_only: bool = False) -> list[str]:
         found: list[str] = []
         for rdtype in ("A", "AAAA"):
-            answer = query(self.resolver, f"{fqdn}.", rdtype)
+            answer = self._query(f"{fqdn}.", rdtype)
             if answer.rrset is None or (secure_only and answer.security is not Security.SECURE):
                 if answer.security in (Security.BOGUS, Security.UNREACHABLE):
                     result.reasons.append(answer.reason)
@@ -148,7 +159,7 @@ class Discoverer:
     def _from_dns(self, result: Result, fqdn: str, reverse: dns.name.Name | None,
                   now: dt.datetime) -> str | None:
         """Fill ``result`` from signed records; return a failure status, or None."""
-        txt = query(self.resolver, records.txt_name(fqdn), "TXT")
+        txt = self._query(records.txt_name(fqdn), "TXT")
         if txt.security in (Security.BOGUS, Security.UNREACHABLE):
             result.reasons.append(txt.reason)
             return str(txt.security.value)
@@ -166,10 +177,10 @@ class Discoverer:
                 advert = Advertisement(fqdn, "ecdsa", (), "none", self._ttl([txt]))
                 self._accept(result, advert, "dns", now)
                 return None
-            tlsa = [query(self.resolver, records.tlsa_name(fqdn, p), "TLSA") for p in (500, 4500)]
-            key = query(self.resolver, f"{fqdn}.", "IPSECKEY")
+            tlsa = [self._query(records.tlsa_name(fqdn, p), "TLSA") for p in (500, 4500)]
+            key = self._query(f"{fqdn}.", "IPSECKEY")
             if key.empty and reverse is not None:
-                key = query(self.resolver, reverse, "IPSECKEY")  # RFC 4025 reverse tree
+                key = self._query(reverse, "IPSECKEY")  # RFC 4025 reverse tree
             for answer in (*tlsa, key):
                 if answer.security in (Security.BOGUS, Security.UNREACHABLE):
                     result.reasons.append(answer.reason)

@@ -15,6 +15,11 @@ from string import Template
 from oeagent.policy.model import FAMILIES, Policy, family_of
 
 CONF = "oeagent.conf"
+# The ID an oeagent host without a certificate sends with NULL authentication. Enrolled
+# responders match it (rightid=) to answer with their certificate, and answer ID_NULL with
+# NULL; unlike the host's address it survives NAT. A reserved name (.invalid, RFC 2606):
+# it authenticates nothing and names no one.
+NULL_CLIENT_ID = "@null.invalid"
 _SAFE = re.compile(r"^[A-Za-z0-9@:._/+-]*$")
 
 
@@ -36,10 +41,15 @@ def render(policy: Policy, now: dt.datetime) -> dict[str, str]:
         _sub(template("groups.conn.tmpl"), family=family, rendered={"suffix": FAMILIES[family]})
         for family in policy.families
     )
+    me = policy.responder
+    # This host's side of a per-peer conn: its certificate when enrolled (mutual), else NULL.
+    local = (_sub(template("peer-local-cert.tmpl"), fqdn=me.fqdn, nickname=me.nickname,
+                  auth=me.auth) if me is not None
+             else _sub(template("peer-local-null.tmpl"), null_client_id=NULL_CLIENT_ID))
     peers = "".join(
         _sub(template("peer.conn.tmpl"), name=p.name, fqdn=p.fqdn, address=p.address,
              auth=p.auth, mode=p.mode, source=p.source, family=family_of(p.address),
-             rendered={"until": p.until.replace("\n", " ")},
+             rendered={"until": p.until.replace("\n", " "), "local": local},
              failureshunt="drop" if p.mode == "enforce" else "passthrough")
         for p in policy.peers
     )
@@ -48,7 +58,8 @@ def render(policy: Policy, now: dt.datetime) -> dict[str, str]:
         r = policy.responder
         responder = "".join(
             _sub(template("responder.conn.tmpl"), fqdn=r.fqdn, nickname=r.nickname, auth=r.auth,
-                 family=family, rendered={"suffix": FAMILIES[family]})
+                 family=family, null_client_id=NULL_CLIENT_ID,
+                 rendered={"suffix": FAMILIES[family]})
             for family in policy.families
         )
     files = {

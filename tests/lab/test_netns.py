@@ -13,29 +13,6 @@ import pytest
 from lab.netns import Network
 from lab.pluto import Pluto
 
-NULL_OE = """\
-conn clear
-    type=passthrough
-    authby=never
-    left=%defaultroute
-    right=%group
-    auto=ondemand
-
-conn private-or-clear
-    type=tunnel
-    left=%defaultroute
-    leftid=%null
-    leftauth=null
-    rightid=%null
-    rightauth=null
-    right=%opportunisticgroup
-    negotiationshunt=hold
-    failureshunt=passthrough
-    keyingtries=1
-    retransmit-timeout=3s
-    auto=ondemand
-"""
-
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
@@ -53,9 +30,7 @@ def test_two_plutos_establish_null_oe(short_dir: Path) -> None:
         for name, host in hosts.items():
             pluto = Pluto(host, short_dir / name)
             pluto.prepare()
-            (pluto.ipsec_dir / "oe.conf").write_text(NULL_OE)
-            (pluto.ipsec_dir / "policies" / "private-or-clear").write_text("198.51.100.0/24\n")
-            (pluto.ipsec_dir / "policies" / "clear").write_text("")
+            pluto.use_null_oe("198.51.100.0/24")
             pluto.start()
             pluto.load()
             plutos[name] = pluto

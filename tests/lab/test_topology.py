@@ -11,29 +11,6 @@ import pytest
 
 from lab.topology import HOSTS, Topology
 
-NULL_OE = """\
-conn clear
-    type=passthrough
-    authby=never
-    left=%defaultroute
-    right=%group
-    auto=ondemand
-
-conn private-or-clear
-    type=tunnel
-    left=%defaultroute
-    leftid=%null
-    leftauth=null
-    rightid=%null
-    rightauth=null
-    right=%opportunisticgroup
-    negotiationshunt=hold
-    failureshunt=passthrough
-    keyingtries=1
-    retransmit-timeout=3s
-    auto=ondemand
-"""
-
 
 @pytest.fixture(scope="module")
 def topology() -> Iterator[Topology]:
@@ -57,9 +34,7 @@ def test_every_host_resolves_through_the_lab(topology: Topology) -> None:
 def test_null_oe_between_two_plain_hosts(topology: Topology) -> None:
     client, plain = topology.hosts["client"], topology.hosts["plain"]
     for host in (client, plain):
-        (host.pluto.ipsec_dir / "oe.conf").write_text(NULL_OE)
-        (host.pluto.ipsec_dir / "policies" / "private-or-clear").write_text("198.51.100.0/24\n")
-        (host.pluto.ipsec_dir / "policies" / "clear").write_text("")
+        host.pluto.use_null_oe("198.51.100.0/24")
         host.pluto.start()
         host.pluto.load()
     out = client.pluto.initiate_oe(client.address, plain.address)

@@ -44,3 +44,19 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
                 "discovery.https_ca_bundle", "discovery.x: unknown key", "policy.clear[0]",
                 "policy.block[0]", "policy.peers[0]", "policy.peers[1]"):
         assert key in problems, key
+
+
+def test_in_process_validation(tmp_path: Path) -> None:
+    assert config.parse(BASE, tmp_path).discovery.validation == "resolver"
+    (tmp_path / "anchors.ds").write_text("example. 3600 IN DS 1 13 2 " + "AB" * 32 + "\n")
+    cfg = config.parse({**BASE, "discovery": {"validation": "in-process",
+                                              "trust_anchors": "anchors.ds"}}, tmp_path)
+    assert cfg.discovery.validation == "in-process"
+    assert cfg.discovery.trust_anchors == tmp_path / "anchors.ds"
+    with pytest.raises(ConfigError) as info:
+        config.parse({**BASE, "discovery": {"validation": "in-process"}}, tmp_path)
+    assert "trust_anchors" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        config.parse({**BASE, "discovery": {"validation": "ad-bit",
+                                            "trust_anchors": "missing.ds"}}, tmp_path)
+    assert "validation" in str(info.value) and "missing.ds" in str(info.value)

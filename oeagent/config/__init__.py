@@ -1,0 +1,117 @@
+"""The configuration: TOML read with ``tomllib`` into typed, frozen objects.
+
+Loading never stops at the first problem: every unknown key, wrong type, bad value and missing
+file is collected with its key path and raised together as one ConfigError (exit 78), so an
+operator fixes a config in one pass. Secrets are not in the TOML; see ``oeagent.secrets``.
+
+Layout: ``model`` holds the dataclasses, ``reader`` the typed table access that collects
+problems, ``sections`` one builder per table; this module is the entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from oeagent.config.model import (
+    BUILTIN_TRUST_ANCHORS,
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    KEY_ALGORITHMS,
+    LETSENCRYPT_DIRECTORY,
+    PUBLISH_BACKENDS,
+    PUBLISH_MODES,
+    TSIG_ALGORITHMS,
+    AcmeConfig,
+    ChallengeConfig,
+    Config,
+    DiscoveryConfig,
+    DnsChallengeConfig,
+    HooksConfig,
+    HostConfig,
+    HttpChallengeConfig,
+    KeyConfig,
+    NssConfig,
+    PlutoConfig,
+    PolicyConfig,
+    PublishConfig,
+    PublishDnsConfig,
+    PublishWellKnownConfig,
+    RenewalConfig,
+    RolloverConfig,
+    StaticPeer,
+)
+from oeagent.config.reader import _Reader
+from oeagent.config.sections import _build
+from oeagent.errors import ConfigError
+
+
+def config_path_from(cli_value: str | None) -> Path:
+    """``--config`` wins, then ``$OEAGENT_CONFIG``, then the default path."""
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load(path: Path) -> Config:
+    """Read and validate the config at ``path``; raise ConfigError with every problem."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"file not found: {path}"], path) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror}"], path) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(["not valid UTF-8"], path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], path) from None
+    return parse(data, base_dir=path.parent.resolve(), source=path)
+
+
+def parse(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
+    """Build a Config from already-decoded TOML; relative paths are taken from ``base_dir``."""
+    reader = _Reader(data, base_dir)
+    config = _build(reader)
+    reader.reject_unknown()
+    if reader.problems or config is None:
+        raise ConfigError(reader.problems, source)
+    return Config(**{**config.__dict__, "source": source})
+
+
+
+__all__ = [
+    "BUILTIN_TRUST_ANCHORS",
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_PATH",
+    "KEY_ALGORITHMS",
+    "LETSENCRYPT_DIRECTORY",
+    "PUBLISH_BACKENDS",
+    "PUBLISH_MODES",
+    "TSIG_ALGORITHMS",
+    "AcmeConfig",
+    "ChallengeConfig",
+    "Config",
+    "DiscoveryConfig",
+    "DnsChallengeConfig",
+    "HooksConfig",
+    "HostConfig",
+    "HttpChallengeConfig",
+    "KeyConfig",
+    "NssConfig",
+    "PlutoConfig",
+    "PolicyConfig",
+    "PublishConfig",
+    "PublishDnsConfig",
+    "PublishWellKnownConfig",
+    "RenewalConfig",
+    "RolloverConfig",
+    "StaticPeer",
+    "config_path_from",
+    "load",
+    "parse",
+]

@@ -1,0 +1,202 @@
+"""In-process DNSSEC validation against the real lab: BIND asked directly (no validator at
+all), unbound with CD, and a tampering proxy in front of BIND."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import dns.reversename
+import dns.rrset
+import pytest
+
+from lab import Lab
+from lab import bind as lab_bind
+from oeagent import config as config_module
+from oeagent.config import Config
+from oeagent.discovery.lookup import Discoverer
+from oeagent.errors import ConfigError
+from tests.integration.oe_peers import new_advert, publish_dns, unique
+
+pytestmark = pytest.mark.lab
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def inprocess_config(make_lab_config: Callable[..., Path], lab: Lab, tmp_path: Path,
+                     port: int | None = None, **extra: Any) -> Config:
+    info = lab.info
+    anchors = tmp_path / "anchors.ds"
+    anchors.write_text("\n".join(lab_bind.ds_records(info.bind_port, info.bind_address)) + "\n")
+    settings: dict[str, Any] = {
+        "resolver": "127.0.0.1", "resolver_port": port or info.bind_port, "dns_timeout": 1,
+        "validation": "in-process", "trust_anchors": str(anchors),
+        "https_port": info.https_port, "https_timeout": 1, "min_cache": 60, "https": False,
+        **extra,
+    }
+    return config_module.load(make_lab_config({"discovery": settings}))
+
+
+def test_signed_advertisement_is_authenticated_without_a_validator(
+        lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path)
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key, ttl=30)
+    discoverer = Discoverer(cfg.discovery)
+    result = discoverer.lookup(ad.fqdn, NOW)
+    assert result.status == "authenticated", result.reasons
+    assert result.source == "dns" and result.advertisement is not None
+    assert result.advertisement.pins == ad.pins
+    assert result.addresses == ("127.0.0.1",)
+
+
+def test_through_unbound_with_cd(lab: Lab, make_lab_config: Callable[..., Path],
+                                 tmp_path: Path) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path, port=lab.info.unbound_port)
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key, ttl=30)
+    result = Discoverer(cfg.discovery).lookup(ad.fqdn, NOW)
+    assert result.status == "authenticated", result.reasons
+    # CD: unbound hands over the bogus zone's data, and the verdict is ours, with the key.
+    bogus = Discoverer(cfg.discovery).lookup("host.bogus.oe.test", NOW)
+    assert bogus.status == "bogus", bogus.reasons
+    assert any("DNSKEY bogus.oe.test.: no key matches the DS (1)" in r for r in bogus.reasons)
+
+
+def test_signed_zone_without_advertisement_is_a_validated_none(
+        lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path)
+    result = Discoverer(cfg.discovery).lookup(unique(), NOW)  # only the wildcard A exists
+    assert result.status == "none", result.reasons
+    assert "DNS: no _oe record (validated)" in result.reasons
+
+
+def test_insecure_delegation_falls_to_https(lab: Lab, make_lab_config: Callable[..., Path],
+                                            tmp_path: Path) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path, https=True)
+    ad, key = new_advert(unique("insecure.oe.test"))
+    publish_dns(lab, ad, key, zone="insecure.oe.test")
+    result = Discoverer(cfg.discovery).lookup(ad.fqdn, NOW)
+    assert result.status == "none", result.reasons
+    assert "DNS: _oe record is not DNSSEC-signed; ignored" in result.reasons
+    assert any(r.startswith("HTTPS: ") for r in result.reasons), result.reasons  # tried
+    bare = Discoverer(cfg.discovery).lookup(unique("insecure.oe.test"), NOW)
+    assert bare.status == "none" and "DNS: no _oe record (unsigned zone)" in bare.reasons
+
+
+def test_bogus_delegation_is_bogus(lab: Lab, make_lab_config: Callable[..., Path],
+                                   tmp_path: Path) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path)
+    result = Discoverer(cfg.discovery).lookup("host.bogus.oe.test", NOW)
+    assert result.status == "bogus", result.reasons
+    assert any("no key matches the DS (1)" in r for r in result.reasons)
+    # The lame delegation: BIND (not recursing) can only refer; never "none".
+    lame = Discoverer(cfg.discovery).lookup("host.lame.oe.test", NOW)
+    assert lame.status == "unreachable", lame.reasons
+    assert any("referral to lame.oe.test." in r for r in lame.reasons)
+
+
+class TamperingProxy:
+    """A UDP responder on loopback that forwards to BIND and lets a test rewrite replies."""
+
+    def __init__(self, upstream_port: int, mutate: Callable[[dns.message.Message], None]):
+        self.upstream_port = upstream_port
+        self.mutate = mutate
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port: int = self.sock.getsockname()[1]
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                wire, peer = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            request = dns.message.from_wire(wire)
+            reply = dns.query.tcp(request, "127.0.0.1", port=self.upstream_port, timeout=2)
+            self.mutate(reply)
+            self.sock.sendto(reply.to_wire(), peer)
+
+
+@pytest.fixture
+def proxy(lab: Lab) -> Iterator[Callable[[Callable[[dns.message.Message], None]], int]]:
+    started: list[TamperingProxy] = []
+
+    def start(mutate: Callable[[dns.message.Message], None]) -> int:
+        p = TamperingProxy(lab.info.bind_port, mutate)
+        p.thread.start()
+        started.append(p)
+        return p.port
+
+    yield start
+    for p in started:
+        p.stopped.set()
+        p.thread.join(2)
+        p.sock.close()
+
+
+def _flip_tlsa(reply: dns.message.Message) -> None:
+    for i, rrset in enumerate(reply.answer):
+        if rrset.rdtype == dns.rdatatype.TLSA:
+            flipped = []
+            for rdata in rrset:
+                cert = bytearray(rdata.cert)
+                cert[0] ^= 0x01
+                flipped.append(rdata.replace(cert=bytes(cert)))
+            reply.answer[i] = dns.rrset.from_rdata_list(rrset.name, rrset.ttl, flipped)
+
+
+def _strip_tlsa_sigs(reply: dns.message.Message) -> None:
+    reply.answer = [r for r in reply.answer
+                    if not (r.rdtype == dns.rdatatype.RRSIG and r.covers == dns.rdatatype.TLSA)]
+
+
+@pytest.mark.parametrize("mutate", [_flip_tlsa, _strip_tlsa_sigs], ids=["flipped", "unsigned"])
+def test_tampered_answer_is_bogus(lab: Lab, make_lab_config: Callable[..., Path],
+                                  tmp_path: Path, proxy: Any,
+                                  mutate: Callable[[dns.message.Message], None]) -> None:
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key, ttl=30)
+    cfg = inprocess_config(make_lab_config, lab, tmp_path, port=proxy(mutate))
+    result = Discoverer(cfg.discovery).lookup(ad.fqdn, NOW)
+    assert result.status == "bogus", result.reasons
+    assert result.advertisement is None
+    expected = "does not validate" if mutate is _flip_tlsa else "but it is inside a signed zone"
+    assert any(r.startswith("TLSA _500._udp.") and expected in r for r in result.reasons), \
+        result.reasons
+
+
+def test_in_process_requires_trust_anchors(make_lab_config: Callable[..., Path]) -> None:
+    path = make_lab_config({"discovery": {"validation": "in-process"}})
+    with pytest.raises(ConfigError, match="trust_anchors"):
+        config_module.load(path)
+
+
+def test_peer_by_address_through_the_anchored_reverse_zone(
+        lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path)
+    ad, key = new_advert(unique())
+    address = f"192.0.2.{int(ad.fqdn[1:3], 16) % 200 + 20}"
+    publish_dns(lab, ad, key, ttl=30, address=address)
+    reverse = dns.reversename.from_address(address)
+    update = lab.update_message(lab_bind.REVERSE_ZONE)
+    update.replace(reverse, 30, "PTR", f"{ad.fqdn}.")
+    reply = dns.query.tcp(update, "127.0.0.1", port=lab.info.bind_port, timeout=5)
+    assert reply.rcode() == 0
+    deadline = time.monotonic() + 5  # inline signing publishes the update a moment later
+    while not lab_bind.query(lab.info.bind_port, reverse.to_text(), "PTR").answer:
+        assert time.monotonic() < deadline, "BIND never served the PTR"
+        time.sleep(0.1)
+    result = Discoverer(cfg.discovery).lookup(address, NOW)
+    assert result.status == "authenticated", result.reasons
+    assert result.fqdn == ad.fqdn and result.advertisement is not None
