@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,15 +253,24 @@ class Lab:
             cert_validity_seconds = self.info.cert_validity_seconds
         return self._restart_pebble(cert_validity_seconds)
 
-    def _restart_pebble(self, cert_validity_seconds: int | None) -> LabInfo:
+    def _restart_pebble(self, cert_validity_seconds: int | None,
+                        env: Mapping[str, str] | None = None) -> LabInfo:
         with in_namespace(self.info.namespace):
-            return self._restart_pebble_here(cert_validity_seconds)
+            return self._restart_pebble_here(cert_validity_seconds, env)
 
-    def _restart_pebble_here(self, cert_validity_seconds: int | None) -> LabInfo:
+    def restart_pebble_with(self, env: Mapping[str, str]) -> LabInfo:
+        """Restart Pebble with extra ``PEBBLE_*`` settings (e.g. ``PEBBLE_WFE_NONCEREJECT``,
+        ``PEBBLE_VA_SLEEPTIME``); ``restart_pebble()`` goes back to the lab's defaults.
+        Pebble forgets everything and makes a new root, as with every restart."""
+        return self._restart_pebble(self.info.cert_validity_seconds, env)
+
+    def _restart_pebble_here(self, cert_validity_seconds: int | None,
+                             env: Mapping[str, str] | None = None) -> LabInfo:
         info, daemons = self._load()
         if info is None or "pebble" not in daemons:
             raise LabError(f"no lab is up in {self.dir}")
-        stop(daemons["pebble"], self._popens.pop("pebble", None))
+        if is_running(daemons["pebble"]):
+            stop(daemons["pebble"], self._popens.pop("pebble", None))
         pebble_dir = self.dir / "pebble"
         info = dataclasses.replace(info, cert_validity_seconds=cert_validity_seconds)
         self.cert_validity_seconds = cert_validity_seconds
@@ -271,8 +283,8 @@ class Lab:
             validity_seconds=info.cert_validity_seconds, address=info.bind_address,
         )
         daemon, popen = spawn("pebble", pebble.argv(conf, info.bind_port, info.bind_address),
-                              self.dir / "logs" / "pebble.log", env=pebble.environment(),
-                              cwd=self.dir, append=True)
+                              self.dir / "logs" / "pebble.log",
+                              env=pebble.environment(env), cwd=self.dir, append=True)
         self._popens["pebble"] = popen
         daemons["pebble"] = daemon
         self._save(info, daemons)
@@ -280,6 +292,37 @@ class Lab:
                    30, "ACME directory")
         self._fetch_roots(info)
         return info
+
+    # ---- fault injection -----------------------------------------------------------------
+
+    def _daemon(self, name: str) -> Daemon:
+        _, daemons = self._load()
+        if name not in daemons or not is_running(daemons[name]):
+            raise LabError(f"{name} is not running in the lab in {self.dir}")
+        return daemons[name]
+
+    @contextlib.contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """SIGSTOP daemon ``name`` (its sockets stay open, nothing answers: slower than any
+        timeout) and SIGCONT it on leaving."""
+        daemon = self._daemon(name)
+        os.killpg(daemon.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(daemon.pid, signal.SIGCONT)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL daemon ``name`` (a crash, not a shutdown); ``restart_pebble`` brings Pebble
+        back."""
+        daemon = self._daemon(name)
+        os.killpg(daemon.pid, signal.SIGKILL)
+        popen = self._popens.get(name)
+        if popen is not None:
+            popen.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while is_running(daemon) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     # ---- helpers for tests ---------------------------------------------------------------
 
@@ -358,8 +401,10 @@ class Lab:
         path.write_text(config_file.render(settings, overrides))
         return path
 
-    def start_nginx(self, cert: Path, key: Path, webroot: Path | None = None) -> int:
-        """(Re)start nginx serving ``webroot`` over HTTPS with ``cert`` (full chain) and ``key``.
+    def start_nginx(self, cert: Path, key: Path, webroot: Path | None = None,
+                    redirect_to: str | None = None) -> int:
+        """(Re)start nginx serving ``webroot`` over HTTPS with ``cert`` (full chain) and ``key``
+        (``redirect_to``: the well-known document answers 302 there instead).
 
         Returns the port (``info.https_port``). Restarting picks up a new certificate.
         """
@@ -371,7 +416,7 @@ class Lab:
         assert info is not None
         root = Path(webroot or info.dir / "webroot")
         conf = nginx.write_config(self.dir / "nginx", self.dir / "logs", info.https_port,
-                                  Path(cert), Path(key), root, info.bind_address)
+                                  Path(cert), Path(key), root, info.bind_address, redirect_to)
         with in_namespace(info.namespace):
             daemon, popen = spawn("nginx", nginx.argv(conf), self.dir / "logs" / "nginx.log",
                                   cwd=self.dir)

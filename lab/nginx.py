@@ -17,7 +17,8 @@ WELL_KNOWN = "/.well-known/oe-ipsec"
 
 
 def write_config(nginx_dir: Path, logs: Path, port: int, cert: Path, key: Path,
-                 webroot: Path, address: str = "127.0.0.1") -> Path:
+                 webroot: Path, address: str = "127.0.0.1", redirect_to: str | None = None) -> Path:
+    """``redirect_to``: answer the well-known path with a 302 there (a fault for clients)."""
     nginx_dir.mkdir(parents=True, exist_ok=True)
     tmp = nginx_dir / "tmp"
     tmp.mkdir(exist_ok=True)
@@ -46,7 +47,9 @@ def write_config(nginx_dir: Path, logs: Path, port: int, cert: Path, key: Path,
         f"        ssl_certificate {cert};\n"
         f"        ssl_certificate_key {key};\n"
         f"        root {webroot};\n"
-        f"        location = {WELL_KNOWN} {{ default_type application/json; }}\n"
+        + (f"        location = {WELL_KNOWN} {{ return 302 {redirect_to}; }}\n" if redirect_to
+           else f"        location = {WELL_KNOWN} {{ default_type application/json; }}\n")
+        +
         "    }\n"
         "}\n"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import requests
@@ -47,10 +48,16 @@ def argv(conf: Path, dns_port: int, address: str = "127.0.0.1") -> list[str]:
     return ["pebble", "-config", str(conf), "-dnsserver", f"{address}:{dns_port}"]
 
 
-def environment() -> dict[str, str]:
-    """Real validation, no artificial sleeps, a fresh authorization for every order."""
+def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Real validation, no artificial sleeps, a fresh authorization for every order; ``extra``
+    (fault injection: ``PEBBLE_VA_SLEEPTIME``, ``PEBBLE_WFE_NONCEREJECT``...) on top. A
+    ``PEBBLE_VA_SLEEPTIME`` drops the lab's ``PEBBLE_VA_NOSLEEP``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PEBBLE_")}
     env.update({"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0"})
+    if extra:
+        if "PEBBLE_VA_SLEEPTIME" in extra:
+            env.pop("PEBBLE_VA_NOSLEEP")
+        env.update(extra)
     # Pebble's resolver and HTTP client must never be sent through a proxy.
     for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
         env.pop(key, None)

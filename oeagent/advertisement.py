@@ -112,7 +112,7 @@ def parse_txt(text: str) -> TxtSignal:
     if fields.get("v") != VERSION:
         raise AdvertisementError(f"the _oe TXT record is not v={VERSION}")
     ident, mode = fields.get("id", ""), fields.get("mode", "")
-    if not _ID.match(ident):
+    if not _ID.fullmatch(ident):
         raise AdvertisementError("the _oe TXT record has no valid id (16 hex digits)")
     if mode not in MODES:
         raise AdvertisementError(f"the _oe TXT record has mode {mode!r}, not one of {MODES}")
@@ -182,7 +182,7 @@ def parse_document(data: bytes, peer: str, now: dt.datetime) -> tuple[Advertisem
             f"the document's max_age {max_age} is outside {MIN_MAX_AGE}..{MAX_MAX_AGE}"
         )
     pins = field("pins", list)
-    if len(pins) > MAX_PINS or any(not isinstance(p, str) or not _PIN.match(p) for p in pins):
+    if len(pins) > MAX_PINS or any(not isinstance(p, str) or not _PIN.fullmatch(p) for p in pins):
         raise AdvertisementError(
             f"the document's pins must be up to {MAX_PINS} lower-case SHA-256 hex strings"
         )

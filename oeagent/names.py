@@ -9,8 +9,10 @@ from __future__ import annotations
 import ipaddress
 import re
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_NICKNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# fullmatch, never match with "$": "$" also matches before a trailing newline, and let
+# "a\n.example.org" and the nickname "oeagent\n" through.
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_NICKNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def normalize_fqdn(name: str) -> str:
@@ -41,7 +43,7 @@ def normalize_fqdn(name: str) -> str:
     if len(labels) < 2:
         raise ValueError(f"{name!r} is not a fully qualified name (needs a dot)")
     for label in labels:
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise ValueError(
                 f"{name!r} has an invalid label {label!r} "
                 "(letters, digits and inner hyphens only, 1-63 characters)"
@@ -63,7 +65,7 @@ def normalize_ip(text: str) -> str:
 
 def check_nickname(nickname: str) -> str:
     """NSS nicknames oeagent manages: a safe, stable token (also used in file names)."""
-    if not isinstance(nickname, str) or not _NICKNAME.match(nickname):
+    if not isinstance(nickname, str) or not _NICKNAME.fullmatch(nickname):
         raise ValueError(
             f"{nickname!r} is not a usable nickname "
             "(1-64 of letters, digits, '.', '_', '-', starting with a letter or digit)"

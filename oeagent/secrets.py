@@ -94,7 +94,7 @@ def _decode_base64(encoded: str) -> bytes | None:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         pass
-    if not _BASE64URL.match(encoded):
+    if not _BASE64URL.fullmatch(encoded):
         return None
     try:
         return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))

@@ -123,7 +123,10 @@ class StateDir:
         """Hold the state lock; wait up to ``timeout`` seconds for another run to finish."""
         self.ensure()
         path = self.root / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        except OSError as exc:
+            raise StateError(f"cannot open the lock file {path}: {exc.strerror}") from None
         try:
             deadline = time.monotonic() + timeout
             delay = 0.05

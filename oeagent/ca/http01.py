@@ -33,7 +33,7 @@ TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def check_token(token: str) -> str:
-    if not TOKEN.match(token):
+    if not TOKEN.fullmatch(token):
         raise ChallengeError(f"the CA sent an http-01 token that is not base64url: {token[:40]!r}")
     return token
 

@@ -90,9 +90,17 @@ def _get(conn: http.client.HTTPSConnection, where: str, deadline: float) -> Fetc
                              f"{MAX_DOCUMENT_BYTES}-byte limit")
     body = b""
     while len(body) <= MAX_DOCUMENT_BYTES:
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return Fetched(None, f"{where}: the server is too slow sending the document")
-        chunk = response.read(16384)
+        # read1: what one recv gives. read(n) waits for all n bytes (or the Content-Length),
+        # so a server dripping a byte at a time held the fetch for minutes past the deadline.
+        if conn.sock is not None:
+            conn.sock.settimeout(min(left, conn.timeout or left))
+        try:
+            chunk = response.read1(16384)
+        except TimeoutError:
+            return Fetched(None, f"{where}: the server is too slow sending the document")
         if not chunk:
             return Fetched(body)
         body += chunk

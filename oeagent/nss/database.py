@@ -357,7 +357,7 @@ class NssDatabase:
 def anchor_nickname(cert: x509.Certificate) -> str:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     common_name = str(names[0].value) if names else ""
-    if _ANCHOR_NICK.match(common_name):
+    if _ANCHOR_NICK.fullmatch(common_name):
         return common_name
     return f"oeagent-anchor-{fingerprint(cert)[:16]}"
 

@@ -8,6 +8,7 @@ restore the backup and load it again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import urllib.parse
@@ -100,6 +101,13 @@ def apply(cfg: Config, reporter: Reporter, *, dry_run: bool = False,
     now = now or dt.datetime.now(dt.UTC)
     state = StateDir(cfg.state_dir)
     with state.lock(cfg.lock_timeout):
+        if not dry_run:
+            # Temp files of a killed run (state directory, and ours in the ipsec directory):
+            # they never replaced a real file.
+            ipsec_dir = cfg.pluto.ipsec_dir
+            stale = [*state.remove_stale_temp_files(), *install.remove_stale_temp_files(ipsec_dir)]
+            for path in stale:
+                reporter.step("recover", f"removed {path.name}, left by an interrupted run")
         return _apply(cfg, state, reporter, dry_run, now)
 
 
@@ -134,7 +142,16 @@ def _apply(cfg: Config, state: StateDir, reporter: Reporter, dry_run: bool,
         return summary
     backup_dir = state.root / "policy-backup"
     state.write_json(backup_dir / "files.json", {"files": current})
-    install.write_files(ipsec_dir, target)
+    try:
+        install.write_files(ipsec_dir, target)
+    except OSError as exc:
+        # A full or read-only ipsec directory: put back what was already replaced (each
+        # write is atomic, so every file is whole, old or new) and say what failed.
+        with contextlib.suppress(OSError):
+            install.write_files(ipsec_dir, current)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise PolicyError(f"cannot write the policy into {ipsec_dir}: {exc.strerror}{where}; "
+                          "the previous policy files are kept") from None
     removed = f"; removed {', '.join(stale)}" if stale else ""
     reporter.step("install", f"wrote {', '.join(sorted(files))} under {ipsec_dir}{removed}")
     if not install.pluto_running(cfg.pluto.ctlsocket):

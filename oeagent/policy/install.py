@@ -7,6 +7,7 @@ logs a failure, the previous files are restored and loaded again.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import re
@@ -76,6 +77,18 @@ def write_files(ipsec_dir: Path, files: dict[str, str | None]) -> None:
             continue
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         fsio.atomic_write(path, content.encode("utf-8"), fsio.PUBLIC_FILE)
+
+
+def remove_stale_temp_files(ipsec_dir: Path) -> list[Path]:
+    """oeagent's own temp files (``.oeagent*.tmp``, from ``fsio.atomic_write``) that a killed
+    run left in the ipsec directory; libreswan's files are never touched."""
+    removed = []
+    for directory in (ipsec_dir, ipsec_dir / "policies"):
+        for path in directory.glob(".oeagent*.tmp") if directory.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def pluto_running(ctlsocket: Path) -> bool:

@@ -30,7 +30,7 @@ def template(name: str) -> Template:
 def _sub(tmpl: Template, rendered: dict[str, str] | None = None, **values: str) -> str:
     """Substitute checked single tokens; ``rendered`` holds fragments this module built."""
     for key, value in values.items():
-        if not _SAFE.match(value):
+        if not _SAFE.fullmatch(value):
             raise ValueError(f"refusing to render {key}={value!r} into pluto's configuration")
     return tmpl.substitute({**values, **(rendered or {})})
 

@@ -101,10 +101,27 @@ def _run(config: Config, state: StateDir, backends: list[Backend], target: Desir
     return result
 
 
+def _remove_stale(state: StateDir, reporter: Reporter) -> None:
+    """As enroll and renew do: temp files a killed run left behind (they never replaced a
+    real file) go at the start of the next run."""
+    for stale in state.remove_stale_temp_files():
+        reporter.step("recover", f"removed {stale.name}, left by an interrupted run")
+
+
+def _failures(checks: list[dict[str, Any]]) -> str:
+    """The failed checks, grouped by what was seen, so the reason is in the message: e.g.
+    "_oe.x TXT published, x IPSECKEY published: resolver 127.0.0.1#53: UNREACHABLE ..."."""
+    by_detail: dict[str, list[str]] = {}
+    for check in checks:
+        if not check["ok"]:
+            by_detail.setdefault(check["detail"], []).append(check["what"])
+    return "; ".join(f"{', '.join(whats)}: {detail}" for detail, whats in by_detail.items())
+
+
 def _raise_if_not_visible(result: dict[str, Any]) -> dict[str, Any]:
     if result.get("not_visible"):
-        raise PublishError("applied, but not visible as published: "
-                           + "; ".join(result["not_visible"]))
+        checks = [c for v in result.get("verify", []) for c in v["checks"]]
+        raise PublishError("applied, but not visible as published: " + _failures(checks))
     return result
 
 
@@ -123,11 +140,12 @@ def run_publish(config: Config, reporter: Reporter, *, dry_run: bool = False,
         if dry_run:
             return _run(config, state, backends, target, reporter, dry_run=True)
         verifications = _verify(backends, target, config, reporter)
-        failed = [c.what for v in verifications for c in v.checks if not c.ok]
-        if failed:
-            raise PublishError(f"not visible as published: {'; '.join(failed)}")
+        checks = [c for v in verifications for c in v.as_dict()["checks"]]
+        if not all(c["ok"] for c in checks):
+            raise PublishError(f"not visible as published: {_failures(checks)}")
         return {**_summary(target), "verify": [v.as_dict() for v in verifications]}
     with state.lock(config.lock_timeout):
+        _remove_stale(state, reporter)
         ledger = advertise.Ledger.load(state)
         if resume and ledger.unenrolled_at:
             reporter.step("advertise", f"enrolled again: ending the unenroll of "
@@ -189,6 +207,7 @@ def run_unenroll(config: Config, reporter: Reporter, *, purge: bool = False,
                           f"{config.nss.database}" + (" and revoke it at the CA" if revoke else ""))
         return result
     with state.lock(config.lock_timeout):
+        _remove_stale(state, reporter)
         result = {"dry_run": False}
         if backends:
             result = _withdraw_advertisement(config, state, backends, reporter, purge, now)

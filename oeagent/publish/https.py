@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,20 @@ def fetch(fqdn: str, address: str, *, port: int = 443, path: str = WELL_KNOWN_PA
         connection.request("GET", path, headers={"Accept": "application/json",
                                                  "User-Agent": "oeagent"})
         response = connection.getresponse()
-        body = response.read(MAX_DOCUMENT_BYTES + 1)
+        # Bounded in time as a whole, not per byte: read1 returns what one recv gives, so
+        # a server dripping bytes meets the deadline (read(n) would wait for all n).
+        deadline = time.monotonic() + timeout
+        body = b""
+        while len(body) <= MAX_DOCUMENT_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the document took longer than {timeout:g} s to arrive")
+            if connection.sock is not None:
+                connection.sock.settimeout(left)
+            chunk = response.read1(MAX_DOCUMENT_BYTES + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
         return Fetched(response.status, response.getheader("Content-Type", ""), body)
     finally:
         connection.close()

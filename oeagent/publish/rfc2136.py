@@ -16,8 +16,10 @@ the earlier zones so nothing stays half-published.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,9 +183,15 @@ class Rfc2136Backend(Backend):
             stale = {v for v in answer.values - want if _is_convention_text(key[1], v)}
             return answer.secure and want <= answer.values and not stale
 
+        deadline = time.monotonic() + timeout
+
         def check() -> bool:
             for key in keys:
-                answers[key] = resolver.lookup(self.resolver, *key)
+                # Each query gets at most what is left of the bound (a silent resolver must
+                # not stretch verify_timeout to one resolver timeout per rrset).
+                left = max(0.2, min(self.resolver.timeout, deadline - time.monotonic()))
+                answers[key] = resolver.lookup(dataclasses.replace(self.resolver, timeout=left),
+                                               *key)
             return all(good(k) for k in keys)
 
         waited = resolver.poll(check, timeout)

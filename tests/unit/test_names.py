@@ -18,7 +18,8 @@ def test_valid_names_normalised(raw: str, expected: str) -> None:
     "raw",
     ["", "localhost", "a..example", "-a.example", "a-.example", "*.example.org", "a_b.example",
      "a.example/../etc", "a.example;reboot", "a.example\x00", "x" * 64 + ".example",
-     ("a" * 60 + ".") * 5 + "org", "192.0.2.1", "a.123", "$(id).example"],
+     ("a" * 60 + ".") * 5 + "org", "192.0.2.1", "a.123", "$(id).example",
+     "a\n.example.org", "a.example.org\n", "a\r.example.org"],
 )
 def test_hostile_names_refused(raw: str) -> None:
     with pytest.raises(ValueError):
@@ -30,6 +31,6 @@ def test_ip_and_nickname() -> None:
     with pytest.raises(ValueError):
         names.normalize_ip("192.0.2.1/24")
     assert names.check_nickname("oeagent-server.oe") == "oeagent-server.oe"
-    for bad in ("", "a b", "../x", "-x", "x" * 65, "a;b"):
+    for bad in ("", "a b", "../x", "-x", "x" * 65, "a;b", "oeagent\n"):
         with pytest.raises(ValueError):
             names.check_nickname(bad)
