@@ -165,8 +165,8 @@ def _find(data: object, key: str) -> object:
     return None
 
 
-def conn(node: Pluto, text: str) -> None:
-    (node.ipsec_dir / "bench.conf").write_text(text)
+def conn(node: Pluto, name: str, text: str) -> None:
+    (node.ipsec_dir / name).write_text(text)
 
 
 def cpu_model() -> str:
@@ -210,14 +210,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "nss.database": server.nss_database,
                 "pluto.ctlsocket": str(base / "absent.ctl" if args.no_reread
                                        else server.ctlsocket),
+                # The server's conn is in oeagent.conf: oeagent can replace it after a deploy.
+                "pluto.ipsec_dir": str(server.ipsec_dir),
                 "host.names": [NAME]}, root=base)
             done = oeagent(config, "enroll")
             if done.returncode != 0:
                 raise SystemExit(f"enroll failed: {done.stderr[-2000:]}")
-            conn(server, f"conn bench\n\tleft={server.host.address}\n\tleftcert=oeagent\n"
-                         f"\tleftid=@{NAME}\n\tleftauth=ecdsa\n\tsendca=all\n\tright=%any\n"
+            conn(server, "oeagent.conf",
+                 f"conn bench\n\tleft={server.host.address}\n\tleftcert=oeagent\n"
+                 f"\tleftid=@{NAME}\n\tleftauth=ecdsa\n\tsendca=all\n\tright=%any\n"
                          "\trightid=%null\n\trightauth=null\n\tikev2=insist\n\tauto=add\n")
-            conn(client, f"conn bench\n\tleft={client.host.address}\n\tleftid=%null\n"
+            conn(client, "bench.conf", f"conn bench\n\tleft={client.host.address}\n\tleftid=%null\n"
                          f"\tleftauth=null\n\tright={server.host.address}\n\trightid=@{NAME}\n"
                          "\trightauth=ecdsa\n\tikev2=insist\n\tauto=add\n")
             for node in (server, client):
@@ -289,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Renewal disruption, {len(results)} renewals (`oeagent renew --force`) with pluto "
         "running in a network namespace on the NSS database, one IKE SA established before"
         + (" (control: pluto not told, no `whack --rereadcerts`)." if args.no_reread else
-           "; oeagent then runs `ipsec whack --rereadcerts`."),
+           "; oeagent then tells pluto: it replaces the conns that use the certificate, because "
+           "pluto 4.10 crashes on `whack --rereadcerts` while such an SA is up."),
         "",
         "| round | nickname missing (polled) | polls missed / total | poll interval | "
         "swap's own window | renew wall | server's pluto | IKE SA survived (client / server) |"

@@ -33,8 +33,10 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
     pluto 4.10 (Debian 12) dies with SIGSEGV on ``whack --rereadcerts`` while it holds both
     a conn with a certificate and instances of OE group conns (libreswan issue #1005: the
     reread walks every conn, instances without a host config included) -- that is, on every
-    enrolled OE host. So when pluto holds group instances, the conns that use ``nickname``
-    are replaced instead (deleted and added again from ``ipsec_dir/oeagent.conf``, routed
+    enrolled OE host. It also dies on it while an SA of a conn with the certificate is up
+    (the renewal-disruption benchmark: 5 of 5 renewals, no OE groups involved). So when
+    pluto holds group instances or such SAs, the conns that use ``nickname`` are replaced
+    instead (deleted and added again from ``ipsec_dir/oeagent.conf``, routed
     when on-demand; with ``removed`` only deleted): pluto reads the certificate when a conn
     is added. Their SAs end; peers negotiate again on demand.
     """
@@ -52,7 +54,7 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
             log.info("pluto is not running (%s)", ctlsocket)
             return False
         users = cert_conns(status, nickname)
-        if users and has_group_instances(status):
+        if users and (has_group_instances(status) or has_states(status, users)):
             _replace(ctlsocket, users, ipsec_dir, removed, timeout)
             return True
     result = proc.run(
@@ -86,6 +88,14 @@ def cert_conns(status: str, nickname: str) -> list[str]:
     found = re.findall(rf'^\d* ?"([^"\[#]+)":\s.*\bmycert={re.escape(nickname)};', status,
                        re.MULTILINE)
     return list(dict.fromkeys(found))
+
+
+def has_states(status: str, conns: list[str]) -> bool:
+    """Does pluto hold any IKE or IPsec SA (``#N: "CONN"...``) of one of ``conns``?"""
+    return any(
+        re.search(rf'^\d* ?#\d+: "{re.escape(conn)}"[\[:\s]', status, re.MULTILINE)
+        for conn in conns
+    )
 
 
 def has_group_instances(status: str) -> bool:

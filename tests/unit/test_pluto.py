@@ -50,3 +50,15 @@ def test_conns_using_a_certificate_and_group_instances_from_whack_status() -> No
     assert pluto.cert_conns(STATUS_4_10, "other") == ["mine"]
     assert pluto.has_group_instances(STATUS_4_10)
     assert not pluto.has_group_instances(STATUS_4_10.replace("#10.255.255.53/32", ""))
+
+
+def test_sas_of_conns_using_the_certificate_from_whack_status() -> None:
+    """pluto 4.10 also crashes on `--rereadcerts` while an SA of a certificate conn is up
+    (the renewal-disruption benchmark found it), groups or not."""
+    status = STATUS_4_10 + (
+        '000 #1: "bench"[1] 198.51.100.11:500 STATE_V2_ESTABLISHED_IKE_SA (established IKE SA);'
+        " REKEY in 3580s; newest ISAKMP; idle;\n"
+    )
+    assert pluto.has_states(status, ["bench"])
+    assert not pluto.has_states(status, ["oeagent-responder", "ben"])
+    assert not pluto.has_states(STATUS_4_10, ["mine"])
