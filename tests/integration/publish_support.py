@@ -73,6 +73,20 @@ def soa_serial(lab: Lab, zone: str = "oe.test") -> int:
                 for r in rrset)
 
 
+def settled_soa_serial(lab: Lab, zone: str = "oe.test", quiet: float = 0.5) -> int:
+    """The serial once the zone stopped changing: an inline-signing BIND bumps the signed
+    zone's serial a few ms after it acknowledged an update (an earlier test's, say)."""
+    serial = soa_serial(lab, zone)
+    deadline = time.monotonic() + 10
+    stable_since = time.monotonic()
+    while time.monotonic() - stable_since < quiet and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = soa_serial(lab, zone)
+        if now != serial:
+            serial, stable_since = now, time.monotonic()
+    return serial
+
+
 def our_records(lab: Lab, name: str) -> dict[str, dict[str, int]]:
     return {
         "txt": authoritative(lab, f"_oe.{name}", "TXT"),

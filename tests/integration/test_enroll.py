@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -190,13 +191,17 @@ def test_wrong_tsig_key_is_clear_and_leaves_nothing(make_lab_config: Any, lab: L
     wrong = tmp_path / "wrong.key"
     wrong.write_text("c29tZXRoaW5nLWVsc2UtZW50aXJlbHktMTIzNDU2Nzg=\n")
     wrong.chmod(0o600)
-    bad = make_lab_config({"challenge.type": "dns-01", "challenge.dns.tsig_secret_file": str(wrong)},
+    # A name never validated before: Pebble sometimes reuses a valid authorization despite
+    # PEBBLE_AUTHZREUSE=0, and then no TXT (and no TSIG) would be needed at all.
+    name = f"tsig-{uuid.uuid4().hex[:8]}.oe.test"
+    bad = make_lab_config({"challenge.type": "dns-01", "challenge.dns.tsig_secret_file": str(wrong),
+                           "host.names": [name]},
                           name="bad.toml")
     code, doc, err = enroll_json(bad, "--force")
     assert code != 0
     assert "TSIG" in doc["error"] or "tsig" in doc["error"].lower()
     assert "c29tZXRoaW5n" not in doc["error"] + err
-    answer = lab.dig("_acme-challenge.server.oe.test", "TXT")
+    answer = lab.dig(f"_acme-challenge.{name}", "TXT")
     assert not [r for r in answer.answer if r.rdtype == 16]
     assert nss.snapshot() == before
 

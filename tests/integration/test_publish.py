@@ -38,6 +38,7 @@ from tests.integration.publish_support import (
     oeagent,
     our_records,
     send_update,
+    settled_soa_serial,
     soa_serial,
     tlsa_pin,
     validated,
@@ -258,7 +259,7 @@ def test_key_rollover_next_pin_before_the_switch_old_pin_gone_after(
 def test_dry_run_changes_nothing(lab: Lab, tmp_path: Path) -> None:
     host = enrolled(lab, tmp_path)
     path = host.reconfigure({"publish.backends": ["rfc2136", "zonefile", "wellknown"]})
-    serial = soa_serial(lab)
+    serial = settled_soa_serial(lab)
     for args in (("publish", "--dry-run"), ("unenroll", "--dry-run")):
         code, doc, err = oeagent(path, *args)
         assert code == 0, (doc.get("error"), err)
