@@ -52,7 +52,9 @@ demo: deps
 # Every benchmark in bench/ (each starts its own lab; minutes, not part of `make test`).
 # BENCH_ARGS is passed to each script, e.g. `make bench BENCH_ARGS=--smoke`.
 bench: deps
-	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
+	@set -e; for script in bench/*.py; do \
+	  [ "$$script" = bench/common.py ] && continue; \
+	  echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
 
 clean:
 	rm -rf $(VENV) .lab .bench .pytest_cache .mypy_cache .ruff_cache

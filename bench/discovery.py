@@ -59,6 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import cpu_model, emit  # noqa: E402
 from lab import Lab  # noqa: E402
 from oeagent import keys  # noqa: E402
 from oeagent.advertisement import WELL_KNOWN_PATH, Advertisement  # noqa: E402
@@ -346,14 +347,6 @@ def tool_version(argv: list[str]) -> str:
     return (out.stdout or out.stderr).splitlines()[0].strip()
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def per_peer(series: list[Run], attribute: str) -> str:
     return f"{statistics.median(getattr(r, attribute) / r.peers for r in series) * 1000:.1f} ms"
 
@@ -461,9 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(Exception):
                 lab.down()
         shutil.rmtree(work, ignore_errors=True)
-    sys.stdout.write(table)
-    if args.output:
-        args.output.write_text(table)
+    emit(table, args.output)
     return 0
 
 

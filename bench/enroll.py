@@ -49,6 +49,7 @@ from acme import errors as acme_errors  # noqa: E402
 from josepy.jwa import ES256  # noqa: E402
 from josepy.jwk import JWKEC  # noqa: E402
 
+from bench.common import cpu_model, emit  # noqa: E402
 from lab import Lab, LabInfo  # noqa: E402
 from oeagent import keys  # noqa: E402
 from oeagent.state import StateDir  # noqa: E402
@@ -318,14 +319,6 @@ def attempt(series: Series, run: Any, retries: int = 2) -> None:
     raise BenchError(f"{series.label}: {retries + 1} runs in a row failed")
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def deb_version(package: str) -> str:
     out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True,
                          text=True, check=False)
@@ -433,9 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"logs kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    sys.stdout.write(table)
-    if args.output:
-        args.output.write_text(table)
+    emit(table, args.output)
     return 0
 
 

@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import cpu_model, emit  # noqa: E402
 from lab import Lab  # noqa: E402
 from lab.netns import Network  # noqa: E402
 from lab.pluto import Pluto  # noqa: E402
@@ -151,14 +152,6 @@ def measure(lab: Lab, count: int, base: Path, timeout: float) -> Row:
                    traps, len(files[render.CONF]))
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def libreswan_version() -> str:
     out = subprocess.run(["ipsec", "--version"], capture_output=True, text=True, check=False)
     return (out.stdout.strip().splitlines() or ["?"])[0]
@@ -228,9 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lab.down()
         shutil.rmtree(base, ignore_errors=True)
     table = report(rows, command=command, when=when, load=loadavg)
-    sys.stdout.write(table)
-    if args.output:
-        args.output.write_text(table)
+    emit(table, args.output)
     return 0
 
 

@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import cpu_model, emit  # noqa: E402
 from lab import Lab  # noqa: E402
 from lab.netns import Network  # noqa: E402
 from lab.pluto import Pluto  # noqa: E402
@@ -167,14 +168,6 @@ def _find(data: object, key: str) -> object:
 
 def conn(node: Pluto, name: str, text: str) -> None:
     (node.ipsec_dir / name).write_text(text)
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -326,9 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     table = "\n".join(lines)
-    sys.stdout.write(table)
-    if args.output:
-        args.output.write_text(table)
+    emit(table, args.output)
     return 0
 
 

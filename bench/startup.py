@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import cpu_model, emit  # noqa: E402
 from lab import Lab  # noqa: E402
 
 HEAVY = ("acme", "josepy", "requests", "urllib3", "dns", "cryptography", "schedule")
@@ -55,14 +56,6 @@ def imported(argv: list[str], env: dict[str, str]) -> list[str]:
     names = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
              if line.startswith("import time:")}
     return [h for h in HEAVY if h in names]
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,9 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     table = "\n".join(lines)
-    sys.stdout.write(table)
-    if args.output:
-        args.output.write_text(table)
+    emit(table, args.output)
     return 0
 
 
