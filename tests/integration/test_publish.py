@@ -372,3 +372,28 @@ def test_a_refused_reverse_zone_undoes_the_forward_zone(lab: Lab, make_lab_confi
     assert "113.0.203.in-addr.arpa" in str(info.value)
     # oe.test took its part of the change first; it was undone when the reverse zone refused.
     assert wait_until(lambda: all(not v for v in our_records(lab, name).values()), 5)
+
+
+def test_the_agents_publish_job_puts_the_advertisement_out(lab: Lab, tmp_path: Path) -> None:
+    """`oeagent run` keeps the advertisement in step: its publish job publishes, then plans
+    nothing; without backends it only asks to be woken much later."""
+    import contextlib
+
+    from oeagent.agent import PUBLISH_INTERVAL, publish_job
+    from oeagent.report import NullReporter
+
+    host = enrolled(lab, tmp_path)
+    quiet = config_module.load(host.config_path)
+    before = dt.datetime.now(dt.UTC)
+    assert publish_job(quiet, NullReporter(), contextlib.nullcontext) - before > PUBLISH_INTERVAL
+    assert not authoritative(lab, f"_oe.{host.name}", "TXT")
+
+    cfg = config_module.load(host.reconfigure({"publish.backends": ["rfc2136"]}))
+    wake = publish_job(cfg, NullReporter(), contextlib.nullcontext)
+    assert wake - before <= PUBLISH_INTERVAL + dt.timedelta(minutes=1)
+    assert authoritative(lab, f"_oe.{host.name}", "TXT")
+    assert {tlsa_pin(v) for v in authoritative(lab, f"_500._udp.{host.name}", "TLSA")} == {
+        keys.spki_sha256(keys.load_key_pem(host.key.read_bytes()))}
+    serial = settled_soa_serial(lab)
+    publish_job(cfg, NullReporter(), contextlib.nullcontext)  # unchanged: nothing is sent
+    assert soa_serial(lab) == serial
