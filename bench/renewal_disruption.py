@@ -148,7 +148,7 @@ def swap_window(output: str) -> float | None:
         with contextlib.suppress(ValueError):
             data = json.loads(line)
             found = _find(data, "swap_window_seconds")
-            if found is not None:
+            if isinstance(found, int | float):
                 return float(found)
     return None
 
