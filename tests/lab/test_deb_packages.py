@@ -1,0 +1,68 @@
+"""Every program the lab, the tests and the benchmarks run comes from a package `make deps` installs.
+
+A fresh machine has only what the Makefile's DEB_PACKAGES list brings (plus the Essential
+and required packages of a minimal Debian): a program that happens to be on the developer's machine but is missing from the
+list passes every local run and fails the first clean CI run (`nft` once did exactly that).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Programs run by name from lab/, tests/, bench/ and scripts/ (oeagent itself runs certutil,
+# pk12util and ipsec). Add a program here when you make the project run a new one.
+PROGRAMS = (
+    "certutil", "pk12util", "ipsec", "pebble", "named", "named-checkconf", "tsig-keygen",
+    "unbound", "unbound-checkconf", "nginx", "openssl", "dig", "nsupdate", "ip", "nft",
+    "sysctl", "mount", "umount", "findmnt", "systemd-analyze",
+)
+
+
+def _deb_packages() -> set[str]:
+    makefile = (ROOT / "Makefile").read_text()
+    match = re.search(r"^DEB_PACKAGES\s*:=\s*((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
+    assert match, "Makefile has no DEB_PACKAGES line"
+    return set(match.group(1).replace("\\\n", " ").split())
+
+
+def _owner(path: str) -> str:
+    """The Debian package that ships ``path`` (usrmerge: also try the /bin and /sbin spelling)."""
+    candidates = [path]
+    if path.startswith("/usr/"):
+        candidates.append(path[len("/usr"):])
+    for candidate in candidates:
+        found = subprocess.run(["dpkg-query", "-S", candidate], capture_output=True,
+                               text=True, check=False)
+        if found.returncode == 0:
+            return found.stdout.split(":", 1)[0].split(",")[0].strip()
+    raise AssertionError(f"no Debian package ships {path}")
+
+
+def _on_every_debian(package: str) -> bool:
+    """Essential or Priority: required packages are in even a minimal (minbase) system."""
+    found = subprocess.run(["dpkg-query", "-W", "-f=${Essential} ${Priority}", package],
+                           capture_output=True, text=True, check=False)
+    return found.stdout.split() in (["yes", "required"], ["no", "required"]) or \
+        found.stdout.startswith("yes")
+
+
+@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="not a Debian system")
+def test_every_program_the_project_runs_is_installed_by_make_deps() -> None:
+    listed = _deb_packages()
+    problems = []
+    for program in PROGRAMS:
+        path = shutil.which(program)
+        if path is None:
+            problems.append(f"{program}: not installed (is its package in DEB_PACKAGES?)")
+            continue
+        package = _owner(str(Path(path).resolve()) if "/" in path else path)
+        if package not in listed and not _on_every_debian(package):
+            problems.append(f"{program}: from package {package}, which DEB_PACKAGES lacks")
+    assert not problems, "\n".join(problems)
