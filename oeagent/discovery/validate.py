@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dns.dnssec
 import dns.exception
@@ -31,36 +30,13 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.NSEC
 import dns.rrset
-import dns.zonefile
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 
+from oeagent.discovery.anchors import ALGORITHMS, DIGESTS, Anchors, ds_matches, usable_key
 from oeagent.discovery.dnsquery import Answer, Resolver, Security, classify
-from oeagent.errors import OeagentError
 
 T = dns.rdatatype.RdataType
-ALGORITHMS = frozenset({8, 10, 13, 14, 15, 16})
-"""RSA/SHA-256, RSA/SHA-512, ECDSA P-256/P-384, Ed25519, Ed448: what dnspython checks."""
-DIGESTS = frozenset({1, 2, 4})
-_ZONE_FLAG, _REVOKE_FLAG = 0x0100, 0x0080
-Anchors = dict[dns.name.Name, list[dns.rrset.RRset]]
-
-
-def load_anchors(path: Path) -> Anchors:
-    """DS and/or DNSKEY records in zone-file syntax (owner names absolute or under the root)."""
-    try:
-        rrsets = dns.zonefile.read_rrsets(path.read_text(encoding="utf-8"),
-                                          origin=dns.name.root, relativize=False,
-                                          rdclass=None, default_ttl=3600)
-    except (OSError, UnicodeDecodeError, dns.exception.DNSException) as exc:
-        raise OeagentError(f"cannot read trust anchors from {path}: {exc}") from None
-    anchors: Anchors = {}
-    for rrset in rrsets:
-        if rrset.rdtype in (T.DS, T.DNSKEY):
-            anchors.setdefault(rrset.name, []).append(rrset)
-    if not anchors:
-        raise OeagentError(f"{path} holds no DS or DNSKEY record")
-    return anchors
 
 
 @dataclass
@@ -377,9 +353,8 @@ class Validator:
         sigs = reply.get_rrset(reply.answer, zone, dns.rdataclass.IN, T.RRSIG, T.DNSKEY)
         if keys is None or sigs is None:
             return _Judged(Security.BOGUS, f"{label}: no signed DNSKEY RRset")
-        entry = [k for k in keys if isinstance(k, DNSKEY) and k.flags & _ZONE_FLAG
-                 and not k.flags & _REVOKE_FLAG
-                 and (k in anchored or any(self._matches(zone, k, d) for d in ds))]
+        entry = [k for k in keys if isinstance(k, DNSKEY) and usable_key(k)
+                 and (k in anchored or any(ds_matches(zone, k, d) for d in ds))]
         tags = ", ".join(str(d.key_tag) for d in ds) or "anchored DNSKEY"
         if not entry:
             return _Judged(Security.BOGUS, f"{label}: no key matches the DS ({tags})")
@@ -391,20 +366,8 @@ class Validator:
             return _Judged(Security.BOGUS, f"{label}: not signed by the key matching the DS "
                                            f"({tags}): {_time_problem(sigs, self.clock()) or exc}")
         usable = dns.rrset.from_rdata_list(zone, keys.ttl, [
-            k for k in keys if k.flags & _ZONE_FLAG and not k.flags & _REVOKE_FLAG])
+            k for k in keys if isinstance(k, DNSKEY) and usable_key(k)])
         return _Judged(Security.SECURE, keys=usable)
-
-    @staticmethod
-    def _matches(zone: dns.name.Name, key: DNSKEY, ds: DS) -> bool:
-        if key.algorithm != ds.algorithm or dns.dnssec.key_id(key) != ds.key_tag:
-            return False
-        try:
-            made = dns.dnssec.make_ds(zone, key, ds.digest_type,
-                                      policy=dns.dnssec.allow_all_policy, validating=True)
-        except (dns.exception.UnsupportedAlgorithm, dns.exception.DeniedByPolicy,
-                ValueError):
-            return False
-        return bool(made == ds)
 
     def _unsigned(self, name: dns.name.Name, exclude: bool, why: str) -> _Judged:
         """Unsigned data at ``name``: insecure only under a proven insecure delegation (or

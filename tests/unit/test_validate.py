@@ -19,8 +19,9 @@ import dns.zone
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from oeagent.discovery.anchors import Anchors, load_anchors
 from oeagent.discovery.dnsquery import Resolver, Security
-from oeagent.discovery.validate import Anchors, Validator, denial, load_anchors
+from oeagent.discovery.validate import Validator, denial
 from oeagent.errors import OeagentError
 
 T = dns.rdatatype.RdataType
