@@ -4,8 +4,8 @@ The resolver is asked with DO and CD set (so a validating one hands over even bo
 trusted for nothing: every answer RRset is checked against its signer zone's DNSKEY RRset,
 which is checked against a DS from the parent (validated the same way), up to a configured
 anchor. An unsigned answer is ``insecure`` only where a validated NSEC proves a delegation
-without DS; a negative answer is secure only with validated NSEC records that deny the
-name/type (including wildcard proofs). NSEC3 denials are not implemented: they yield
+without DS; a negative answer is secure only with validated NSEC records (``nsec``) that deny
+the name/type (including wildcard proofs). NSEC3 denials are not implemented: they yield
 ``unreachable`` with that reason, never a conclusion. Zones whose DS records use only
 algorithms or digests we cannot check are insecure (RFC 4035 §5.2). DS and DNSKEY results are
 cached for the life of the ``Validator`` (one discovery run).
@@ -17,7 +17,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dns.dnssec
 import dns.exception
@@ -28,13 +28,14 @@ import dns.query
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.NSEC
 import dns.rrset
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 
+from oeagent.discovery import nsec
 from oeagent.discovery.anchors import ALGORITHMS, DIGESTS, Anchors, ds_matches, usable_key
 from oeagent.discovery.dnsquery import Answer, Resolver, Security, classify
+from oeagent.discovery.nsec import Proof
 
 T = dns.rdatatype.RdataType
 
@@ -44,20 +45,11 @@ class _Judged:
     security: Security
     reason: str = ""
     answer: Answer | None = None
-    nsecs: list[dns.rrset.RRset] = field(default_factory=list)
+    proof: Proof | None = None
+    """What a validated denial proved."""
     keys: dns.rrset.RRset | None = None
     not_a_zone: bool = False
     """A validated denial says this name has no DS and is no delegation point."""
-
-
-def _types(rrset: dns.rrset.RRset) -> set[int]:
-    found: set[int] = set()
-    rdata = rrset[0]
-    assert isinstance(rdata, dns.rdtypes.ANY.NSEC.NSEC)
-    for window, bitmap in rdata.windows:
-        for i, byte in enumerate(bitmap):
-            found.update(window * 256 + i * 8 + b for b in range(8) if byte & (0x80 >> b))
-    return found
 
 
 def _chain(reply: dns.message.Message, qname: dns.name.Name, qtype: T
@@ -92,53 +84,6 @@ def _time_problem(sigs: dns.rrset.RRset, now: float) -> str:
     if all(s.inception > now for s in sigs):
         return f"RRSIG not valid before {at(min(s.inception for s in sigs))}"
     return ""
-
-
-def _next(nsec: dns.rrset.RRset) -> dns.name.Name:
-    rdata = nsec[0]
-    assert isinstance(rdata, dns.rdtypes.ANY.NSEC.NSEC)
-    return dns.name.Name(rdata.next.labels)
-
-
-def _covers(nsec: dns.rrset.RRset, name: dns.name.Name, zone: dns.name.Name) -> bool:
-    """``nsec`` proves no name exists strictly between its owner and next (canonical order)."""
-    owner, nxt = nsec.name, _next(nsec)
-    types = _types(nsec)
-    if name.is_subdomain(owner) and name != owner and (
-            (T.NS in types and T.SOA not in types) or T.DNAME in types):
-        return False  # names below a delegation or DNAME are not this zone's to deny
-    if owner < nxt:
-        return bool(owner < name < nxt)
-    return bool(name > owner or name < nxt) and name.is_subdomain(zone)  # the last NSEC
-
-
-def denial(qname: dns.name.Name, qtype: int, nsecs: list[dns.rrset.RRset],
-           zone: dns.name.Name) -> str | None:
-    """"nodata" or "nxdomain" when validated ``nsecs`` of ``zone`` deny (qname, qtype)."""
-    def no_type(nsec: dns.rrset.RRset) -> bool:
-        types = _types(nsec)
-        parent_side = T.NS in types and T.SOA not in types and nsec.name != zone
-        return (qtype not in types and T.CNAME not in types
-                and (qtype == T.DS or not parent_side))
-
-    for nsec in nsecs:
-        if nsec.name == qname:
-            return "nodata" if no_type(nsec) else None
-    covering = [n for n in nsecs if _covers(n, qname, zone)]
-    if not covering:
-        return None
-    nsec = covering[0]
-    nxt = _next(nsec)
-    if nxt.is_subdomain(qname) and nxt != qname:
-        return "nodata"  # an empty non-terminal: names exist below it
-    common = max(qname.fullcompare(nsec.name)[2], qname.fullcompare(nxt)[2])
-    encloser = qname.split(max(common, len(zone)))[1]
-    wildcard = dns.name.Name((b"*", *encloser.labels))
-    if any(_covers(n, wildcard, zone) for n in nsecs):
-        return "nxdomain"
-    if any(n.name == wildcard and no_type(n) for n in nsecs):
-        return "nodata"  # wildcard NODATA (RFC 4035 §3.1.3.4)
-    return None
 
 
 class Validator:
@@ -250,50 +195,61 @@ class Validator:
         if all(s.labels < len(rrset.name) - 1 for s in sigs) and not rrset.name.is_wild():
             if rrset.rdtype == T.NSEC:
                 return _Judged(Security.BOGUS, f"{label}: {what} claims wildcard expansion")
-            # Synthesized from a wildcard: the exact name must be proven not to exist.
-            nsecs = self._valid_nsecs(reply, signer)
-            if isinstance(nsecs, _Judged):
-                return nsecs
-            if not any(_covers(n, rrset.name, signer) for n in nsecs):
-                return _Judged(Security.BOGUS, f"{label}: {what} is a wildcard expansion "
-                                               "without NSEC proof that the name is absent")
+            return self._check_expansion(rrset, min(s.labels for s in sigs), signer, reply,
+                                         f"{label}: {what}")
         return _Judged(Security.SECURE)
 
-    def _valid_nsecs(self, reply: dns.message.Message, zone: dns.name.Name
-                     ) -> list[dns.rrset.RRset] | _Judged:
-        """The authority section's NSEC RRsets, all signed by ``zone`` and validated."""
-        nsecs = [r for r in reply.authority if r.rdtype == T.NSEC]
-        for nsec in nsecs:
-            sigs = self._sigs(reply, reply.authority, nsec)
-            if not sigs or any(s.signer != zone for s in sigs) or not nsec.name.is_subdomain(
+    def _check_expansion(self, rrset: dns.rrset.RRset, labels: int, signer: dns.name.Name,
+                         reply: dns.message.Message, what: str) -> _Judged:
+        """Synthesized from a wildcard: the exact name must be proven not to exist."""
+        denials = self._valid_denials(reply, signer, T.NSEC)
+        if isinstance(denials, _Judged):
+            return denials
+        if not nsec.proves_absent(rrset.name, denials, signer):
+            return _Judged(Security.BOGUS, f"{what} is a wildcard expansion without NSEC "
+                                           "proof that the name is absent")
+        return _Judged(Security.SECURE)
+
+    def _valid_denials(self, reply: dns.message.Message, zone: dns.name.Name, kind: T
+                       ) -> list[dns.rrset.RRset] | _Judged:
+        """The authority section's NSEC or NSEC3 RRsets, all signed by ``zone``, validated."""
+        found = [r for r in reply.authority if r.rdtype == kind]
+        for rrset in found:
+            what = f"{dns.rdatatype.to_text(kind)} {rrset.name}"
+            sigs = self._sigs(reply, reply.authority, rrset)
+            if not sigs or any(s.signer != zone for s in sigs) or not rrset.name.is_subdomain(
                     zone):
-                return _Judged(Security.BOGUS, f"NSEC {nsec.name}: not signed by {zone}")
-            verdict = self._verify(nsec, reply, f"NSEC {nsec.name}", reply.authority)
+                return _Judged(Security.BOGUS, f"{what}: not signed by {zone}")
+            verdict = self._verify(rrset, reply, what, reply.authority)
             if verdict.security is not Security.SECURE:
                 return verdict
-        return nsecs
+        return found
 
     def _verify_denial(self, qname: dns.name.Name, qtype: T, reply: dns.message.Message,
                        label: str) -> _Judged:
         if any(r.rdtype == T.NSEC3 for r in reply.authority):
             return _Judged(Security.UNREACHABLE, f"{label}: the zone denies with NSEC3, which "
                                                  "in-process validation does not support")
+        kind = T.NSEC
+        name = dns.rdatatype.to_text(kind)
         signers = {s.signer for r in reply.authority
-                   if r.rdtype == T.RRSIG and r.covers == T.NSEC for s in r}
-        if not signers:  # no (signed) NSEC: only a proven insecure zone excuses that
-            return self._unsigned(qname, qtype == T.DS, f"{label}: denial without signed NSEC")
+                   if r.rdtype == T.RRSIG and r.covers == kind for s in r}
+        if not signers:  # no (signed) NSEC/NSEC3: only a proven insecure zone excuses that
+            return self._unsigned(qname, qtype == T.DS, f"{label}: denial without signed "
+                                                        f"{name}")
         zone = min(signers, key=len)
         if len(signers) != 1 or not qname.is_subdomain(zone) or (
                 qtype == T.DS and qname == zone):  # a DS is denied by the parent only
-            return _Judged(Security.BOGUS, f"{label}: NSEC records signed by "
+            return _Judged(Security.BOGUS, f"{label}: {name} records signed by "
                                            f"{', '.join(map(str, signers))} cannot deny it")
-        nsecs = self._valid_nsecs(reply, zone)
-        if isinstance(nsecs, _Judged):
-            return nsecs
-        kind = denial(qname, qtype, nsecs, zone)
-        if kind is None:
+        denials = self._valid_denials(reply, zone, kind)
+        if isinstance(denials, _Judged):
+            return denials
+        proof = nsec.denial(qname, qtype, denials, zone)
+        if proof is None:
             return _Judged(Security.BOGUS, f"{label}: the NSEC records do not prove the denial")
-        return _Judged(Security.SECURE, f"{label}: {kind} (validated NSEC)", nsecs=nsecs)
+        return _Judged(Security.SECURE, f"{label}: {proof.value} (validated {name})",
+                       proof=proof)
 
     # -- zones -----------------------------------------------------------------------------
 
@@ -313,10 +269,9 @@ class Validator:
             if ds.security is not Security.SECURE:
                 return ds
             if ds.answer is None or ds.answer.rrset is None:
-                exact = [n for n in ds.nsecs if n.name == zone and T.NS in _types(n)]
-                if exact:
+                if ds.proof is Proof.DELEGATION:
                     return _Judged(Security.INSECURE, f"{zone} is an insecure delegation "
-                                                      "(no DS, proven by a validated NSEC)")
+                                                      f"(no DS: {ds.reason})")
                 return _Judged(Security.BOGUS, f"{zone}: signed data from a zone whose "
                                                "delegation is denied", not_a_zone=True)
             trusted = [ds.answer.rrset]
