@@ -3,12 +3,12 @@
 The resolver is asked with DO and CD set (so a validating one hands over even bogus data) and
 trusted for nothing: every answer RRset is checked against its signer zone's DNSKEY RRset,
 which is checked against a DS from the parent (validated the same way), up to a configured
-anchor. An unsigned answer is ``insecure`` only where a validated NSEC proves a delegation
-without DS; a negative answer is secure only with validated NSEC records (``nsec``) that deny
-the name/type (including wildcard proofs). NSEC3 denials are not implemented: they yield
-``unreachable`` with that reason, never a conclusion. Zones whose DS records use only
-algorithms or digests we cannot check are insecure (RFC 4035 §5.2). DS and DNSKEY results are
-cached for the life of the ``Validator`` (one discovery run).
+anchor. An unsigned answer is ``insecure`` only where a validated NSEC or NSEC3 proves a
+delegation without DS (an opt-out NSEC3 included); a negative answer is secure only with
+validated NSEC (``nsec``) or NSEC3 (``nsec3``) records that deny the name/type, wildcard proofs
+included. Zones whose DS records use only algorithms or digests we cannot check are insecure
+(RFC 4035 §5.2), and so are NSEC3 denials with more iterations than we hash. DS and DNSKEY
+results are cached for the life of the ``Validator`` (one discovery run).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import dns.rrset
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 
-from oeagent.discovery import nsec
+from oeagent.discovery import nsec, nsec3
 from oeagent.discovery.anchors import ALGORITHMS, DIGESTS, Anchors, ds_matches, usable_key
 from oeagent.discovery.dnsquery import Answer, Resolver, Security, classify
 from oeagent.discovery.nsec import Proof
@@ -193,7 +193,7 @@ class Validator:
                                            f"{_time_problem(sigs, self.clock()) or exc}")
         rrset.update_ttl(min(s.original_ttl for s in sigs))
         if all(s.labels < len(rrset.name) - 1 for s in sigs) and not rrset.name.is_wild():
-            if rrset.rdtype == T.NSEC:
+            if rrset.rdtype in (T.NSEC, T.NSEC3):
                 return _Judged(Security.BOGUS, f"{label}: {what} claims wildcard expansion")
             return self._check_expansion(rrset, min(s.labels for s in sigs), signer, reply,
                                          f"{label}: {what}")
@@ -201,36 +201,42 @@ class Validator:
 
     def _check_expansion(self, rrset: dns.rrset.RRset, labels: int, signer: dns.name.Name,
                          reply: dns.message.Message, what: str) -> _Judged:
-        """Synthesized from a wildcard: the exact name must be proven not to exist."""
-        denials = self._valid_denials(reply, signer, T.NSEC)
+        """Synthesized from a wildcard: the exact name must be proven not to exist (by an
+        NSEC covering it, or an NSEC3 covering the next closer name, RFC 5155 §8.8)."""
+        kind = T.NSEC3 if any(r.rdtype == T.NSEC3 for r in reply.authority) else T.NSEC
+        denials = self._valid_denials(reply, signer, kind, what)
         if isinstance(denials, _Judged):
             return denials
-        if not nsec.proves_absent(rrset.name, denials, signer):
-            return _Judged(Security.BOGUS, f"{what} is a wildcard expansion without NSEC "
-                                           "proof that the name is absent")
+        try:
+            proven = (nsec3.proves_expansion(rrset.name, labels, denials, signer)
+                      if kind == T.NSEC3 else nsec.proves_absent(rrset.name, denials, signer))
+        except nsec3.Unverifiable as exc:
+            return _Judged(Security.INSECURE, f"{what} is a wildcard expansion: {exc}")
+        if not proven:
+            return _Judged(Security.BOGUS, f"{what} is a wildcard expansion without "
+                                           f"{dns.rdatatype.to_text(kind)} proof that the "
+                                           "name is absent")
         return _Judged(Security.SECURE)
 
-    def _valid_denials(self, reply: dns.message.Message, zone: dns.name.Name, kind: T
-                       ) -> list[dns.rrset.RRset] | _Judged:
+    def _valid_denials(self, reply: dns.message.Message, zone: dns.name.Name, kind: T,
+                       label: str) -> list[dns.rrset.RRset] | _Judged:
         """The authority section's NSEC or NSEC3 RRsets, all signed by ``zone``, validated."""
         found = [r for r in reply.authority if r.rdtype == kind]
         for rrset in found:
-            what = f"{dns.rdatatype.to_text(kind)} {rrset.name}"
             sigs = self._sigs(reply, reply.authority, rrset)
             if not sigs or any(s.signer != zone for s in sigs) or not rrset.name.is_subdomain(
                     zone):
-                return _Judged(Security.BOGUS, f"{what}: not signed by {zone}")
-            verdict = self._verify(rrset, reply, what, reply.authority)
+                return _Judged(Security.BOGUS, f"{label}: {dns.rdatatype.to_text(kind)} "
+                                               f"{rrset.name} is not signed by {zone}")
+            verdict = self._verify(rrset, reply, label, reply.authority)
             if verdict.security is not Security.SECURE:
                 return verdict
         return found
 
     def _verify_denial(self, qname: dns.name.Name, qtype: T, reply: dns.message.Message,
                        label: str) -> _Judged:
-        if any(r.rdtype == T.NSEC3 for r in reply.authority):
-            return _Judged(Security.UNREACHABLE, f"{label}: the zone denies with NSEC3, which "
-                                                 "in-process validation does not support")
-        kind = T.NSEC
+        # A zone uses one or the other; NSEC3 wins so that stray NSECs cannot mask it.
+        kind = T.NSEC3 if any(r.rdtype == T.NSEC3 for r in reply.authority) else T.NSEC
         name = dns.rdatatype.to_text(kind)
         signers = {s.signer for r in reply.authority
                    if r.rdtype == T.RRSIG and r.covers == kind for s in r}
@@ -242,12 +248,28 @@ class Validator:
                 qtype == T.DS and qname == zone):  # a DS is denied by the parent only
             return _Judged(Security.BOGUS, f"{label}: {name} records signed by "
                                            f"{', '.join(map(str, signers))} cannot deny it")
-        denials = self._valid_denials(reply, zone, kind)
+        denials = self._valid_denials(reply, zone, kind, label)
         if isinstance(denials, _Judged):
             return denials
-        proof = nsec.denial(qname, qtype, denials, zone)
-        if proof is None:
-            return _Judged(Security.BOGUS, f"{label}: the NSEC records do not prove the denial")
+        if kind == T.NSEC:
+            proof = nsec.denial(qname, qtype, denials, zone)
+            if proof is None:
+                return _Judged(Security.BOGUS, f"{label}: the NSEC records do not prove the "
+                                               "denial")
+        else:
+            try:
+                proof = nsec3.denial(qname, qtype, denials, zone)
+            except nsec3.Unverifiable as exc:
+                return _Judged(Security.INSECURE, f"{label}: {exc}; treated as insecure")
+            except nsec3.Unproven as exc:
+                return _Judged(Security.BOGUS, f"{label}: the NSEC3 records do not prove the "
+                                               f"denial: {exc}")
+            if proof is Proof.OPT_OUT:  # no signed name there, but maybe an unsigned child
+                why = ("an insecure delegation, if it exists (RFC 5155 §8.6)" if qtype == T.DS
+                       else "no signed name there, but it may be an unsigned delegation "
+                            "(RFC 5155 §6)")
+                return _Judged(Security.INSECURE, f"{label}: only an opt-out NSEC3 covers it: "
+                                                  f"{why}", proof=proof)
         return _Judged(Security.SECURE, f"{label}: {proof.value} (validated {name})",
                        proof=proof)
 

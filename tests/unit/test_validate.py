@@ -232,7 +232,7 @@ def _nsec3(reply: dns.message.Message) -> None:
     (_strip_sigs, "www.example.", "A", Security.BOGUS, "inside a signed zone"),
     (_strip_sigs, "host.sub.example.", "TXT", Security.BOGUS, "inside a signed zone"),
     (_strip_nsec, "nothing.example.", "TXT", Security.BOGUS, "inside a signed zone"),
-    (_nsec3, "nothing.example.", "TXT", Security.UNREACHABLE, "NSEC3"),
+    (_nsec3, "nothing.example.", "TXT", Security.BOGUS, "without signed NSEC3"),
 ])
 def test_tampering(world: World, tamper: Callable[[dns.message.Message], None], name: str,
                    rdtype: str, security: Security, why: str) -> None:
