@@ -9,13 +9,11 @@ import time
 from collections.abc import Callable
 
 import dns.dnssec
+import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
-import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.DNSKEY
 import dns.rrset
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,7 +28,7 @@ N = dns.name.from_text
 NOW = time.time()
 ORIGIN = N("n3.example.")
 SIGNED = ("@ SOA ns.example. h.example. 1 60 60 60 60", "@ NS ns.example.",
-          "www A 192.0.2.1", "*.wild TXT \"wild\"", "a.b TXT \"below an empty non-terminal\"")
+          "www A 203.0.113.1", "*.wild TXT \"wild\"", "a.b TXT \"below an empty non-terminal\"")
 INSECURE = "ins NS ns.example."  # a delegation without DS: its child is unsigned
 Nodes = dict[dns.name.Name, list[dns.rrset.RRset]]
 
@@ -151,7 +149,7 @@ class Nsec3Zone:
 class ZoneValidator(Validator):
     def __init__(self, zone: Nsec3Zone,
                  tamper: Callable[[dns.message.Message], None] | None = None) -> None:
-        super().__init__(Resolver("192.0.2.53"), zone.anchors())
+        super().__init__(Resolver("127.0.0.1"), zone.anchors())  # never asked
         self.zone, self.tamper = zone, tamper
 
     def exchange(self, qname: dns.name.Name, qtype: T) -> dns.message.Message:
@@ -322,6 +320,13 @@ def test_denial_logic() -> None:
     opt_out = _zone_chain(opt_out=True)
     assert nsec3.denial(N("ins.n3.example."), T.DS, opt_out, ORIGIN) is Proof.OPT_OUT
     assert nsec3.denial(N("nope.n3.example."), T.A, opt_out, ORIGIN) is Proof.OPT_OUT
+    assert nsec3.denial(N("www.n3.example."), T.TXT, opt_out, ORIGIN) is Proof.NODATA
+    secure_child = chain(_nodes((*SIGNED, "sec NS ns.example.", f"sec DS 1 13 2 {'AB' * 32}")))
+    with pytest.raises(nsec3.Unproven, match="does not deny DS"):
+        nsec3.denial(N("sec.n3.example."), T.DS, secure_child, ORIGIN)
+    # Below an unsigned delegation of an opt-out zone: the delegation's name is not in the
+    # chain, so the closest encloser is the apex and the opt-out cover says "maybe unsigned".
+    assert nsec3.denial(N("x.ins.n3.example."), T.A, opt_out, ORIGIN) is Proof.OPT_OUT
 
 
 def test_wrong_hash_parameters_prove_nothing() -> None:
