@@ -9,17 +9,19 @@ RRsets whose signatures the caller (``validate``) has already checked, speaking 
 
 Choices, each where the RFCs leave room:
 
-- Iterations above ``MAX_ITERATIONS`` (150, what BIND and unbound use; RFC 9276 §3.2 lets a
-  validator treat any count above 0 as insecure) are not hashed: ``Unverifiable``, which the
-  validator reports as insecure with the reason. 150 keeps every real zone working (RFC 9276
-  asks for 0, and the last big holdouts are far below 150) while bounding the hashing a
-  hostile zone can make us do per answer.
+- Iterations above ``MAX_ITERATIONS`` (150: unbound's default limit, and BIND's; RFC 9276
+  §3.2 lets a validator treat any count above 0 as insecure) are not hashed:
+  ``Unverifiable``, which the validator reports as insecure with the reason. Matching the
+  common validators means a zone works here exactly when it works behind them, while the
+  hashing a hostile zone can make us do per answer stays bounded. The cap applies to every
+  proof, the opt-out one for unsigned delegations included (where BIND once forgot it,
+  CVE-2026-1519).
 - Unknown hash algorithms and flags other than 0/1 are ignored (RFC 5155 §8.1, §8.2), so a
   denial that rests on them fails to prove anything (bogus), with the reason.
 - An opt-out NSEC3 covering the next closer name proves only that no *signed* name is there:
   the name may be (below) an unsigned delegation. That is ``OPT_OUT`` (insecure), the proof
   RFC 5155 §8.6 asks for to accept a delegation without DS, and never an authenticated
-  NXDOMAIN or NODATA (as unbound does; RFC 7129 §5.1).
+  NXDOMAIN or NODATA (unbound decides the same).
 """
 
 from __future__ import annotations
