@@ -40,17 +40,26 @@ LOCKED_ZONE = "locked.test"
 REVERSE_ZONE = "2.0.192.in-addr.arpa"
 LOCKED_REVERSE_ZONE = "113.0.203.in-addr.arpa"
 LOCKED_ZONES = (LOCKED_ZONE, LOCKED_REVERSE_ZONE)
+# Zones that deny with NSEC3 (RFC 5155) instead of NSEC, for in-process validation's NSEC3
+# proofs: one without opt-out, one with opt-out; each delegates to an unsigned child, so the
+# insecure delegation is proven by an NSEC3 matching it (NS, no DS) in the first and by the
+# opt-out NSEC3 covering it in the second.
+NSEC3_ZONE = "nsec3.test"
+OPTOUT_ZONE = "optout.test"
+NSEC3_INSECURE_CHILD = f"insecure.{NSEC3_ZONE}"
+OPTOUT_INSECURE_CHILD = f"insecure.{OPTOUT_ZONE}"
 # Signed zones whose trust anchor (DS) unbound is given directly: they have no signed parent.
-ANCHORED_ZONES = (ZONE, REVERSE_ZONE)
+ANCHORED_ZONES = (ZONE, REVERSE_ZONE, NSEC3_ZONE, OPTOUT_ZONE)
 # A well-formed DS (key tag 1, ECDSA P-256, SHA-256) whose digest matches no key.
 _BOGUS_DS = f"1 13 2 {'5A' * 32}"
 TSIG_KEY_NAME = "oeagent-lab"
 TSIG_ALGORITHM = "hmac-sha256"
 HOSTS = ("server", "www", "alt", "peer")
 
-# A lab policy: the default's algorithm (ECDSA P-256 CSK) with short, lab-sized timings.
-_POLICY = """\
-dnssec-policy "lab" {
+# A lab policy: the default's algorithm (ECDSA P-256 CSK) with short, lab-sized timings;
+# "lab-nsec3" and "lab-optout" are the same with NSEC3 as RFC 9276 recommends (no extra
+# iterations, no salt), without and with opt-out.
+_POLICY_BODY = """\
     keys { csk lifetime unlimited algorithm ecdsap256sha256; };
     dnskey-ttl 60;
     max-zone-ttl 300;
@@ -62,8 +71,14 @@ dnssec-policy "lab" {
     signatures-validity-dnskey 14d;
     parent-ds-ttl 60;
     parent-propagation-delay 1;
-};
 """
+_POLICIES = {
+    "lab": "",
+    "lab-nsec3": "    nsec3param iterations 0 optout no salt-length 0;\n",
+    "lab-optout": "    nsec3param iterations 0 optout yes salt-length 0;\n",
+}
+_POLICY = "".join(f'dnssec-policy "{name}" {{\n{_POLICY_BODY}{extra}}};\n'
+                  for name, extra in _POLICIES.items())
 
 
 def write_tsig_key(path: Path) -> None:
@@ -99,12 +114,18 @@ def _zone_text(zone: str) -> str:
             f"{LAME_CHILD}. IN NS ns.{LAME_CHILD}.",
             f"ns.{LAME_CHILD}. IN A {LAME_NS_ADDRESS}",
         ]
+    if zone in (NSEC3_ZONE, OPTOUT_ZONE):
+        lines.append(f"insecure.{zone}. IN NS ns.{zone}.")
     return "\n".join(lines) + "\n"
 
 
-# (zone, signed) for every zone this BIND serves.
-SERVED_ZONES = ((ZONE, True), (PLAIN_ZONE, False), (INSECURE_CHILD, False), (BOGUS_CHILD, True),
-                (LOCKED_ZONE, False), (REVERSE_ZONE, True), (LOCKED_REVERSE_ZONE, False))
+# (zone, dnssec-policy or None for unsigned) for every zone this BIND serves.
+SERVED_ZONES: tuple[tuple[str, str | None], ...] = (
+    (ZONE, "lab"), (PLAIN_ZONE, None), (INSECURE_CHILD, None), (BOGUS_CHILD, "lab"),
+    (LOCKED_ZONE, None), (REVERSE_ZONE, "lab"), (LOCKED_REVERSE_ZONE, None),
+    (NSEC3_ZONE, "lab-nsec3"), (NSEC3_INSECURE_CHILD, None),
+    (OPTOUT_ZONE, "lab-optout"), (OPTOUT_INSECURE_CHILD, None),
+)
 
 
 def write_config(bind_dir: Path, port: int, tsig_key_file: Path,
@@ -114,9 +135,9 @@ def write_config(bind_dir: Path, port: int, tsig_key_file: Path,
     keys_dir = bind_dir / "keys"
     keys_dir.mkdir(exist_ok=True)
     zones = []
-    for zone, signed in SERVED_ZONES:
+    for zone, policy in SERVED_ZONES:
         (bind_dir / f"{zone}.zone").write_text(_zone_text(zone))
-        signing = '    dnssec-policy "lab";\n    inline-signing yes;\n' if signed else ""
+        signing = f'    dnssec-policy "{policy}";\n    inline-signing yes;\n' if policy else ""
         updates = (f"    update-policy {{ grant {TSIG_KEY_NAME} zonesub ANY; }};\n"
                    if zone not in LOCKED_ZONES else "    allow-update { none; };\n")
         zones.append(
@@ -183,11 +204,17 @@ def zone_is_signed(port: int, address: str = "127.0.0.1") -> bool:
         return False
     if not any(rrset.rdtype == dns.rdatatype.RRSIG for rrset in reply.answer):
         return False
-    for zone, signed in SERVED_ZONES:
+    for zone, policy in SERVED_ZONES:
+        signed = policy is not None
         reply = query(port, zone, "SOA", dnssec=signed, timeout=0.5, address=address)
         if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
             return False
         if signed and not any(r.rdtype == dns.rdatatype.RRSIG for r in reply.answer):
+            return False
+        # BIND publishes the NSEC3PARAM once the NSEC3 chain is complete: until then the
+        # zone would still deny with NSEC.
+        if policy in ("lab-nsec3", "lab-optout") and not query(
+                port, zone, "NSEC3PARAM", timeout=0.5, address=address).answer:
             return False
     return True
 

@@ -1,9 +1,9 @@
-"""unbound as the lab's validating resolver, with the signed lab zone as its only trust anchor.
+"""unbound as the lab's validating resolver, with the signed lab zones' DS as trust anchors.
 
 ``test.`` is normally an always-NXDOMAIN local zone in unbound; ``nodefault`` lifts that, and
-stub zones send ``oe.test`` and ``plain.test`` to the lab's BIND. Everything else, the root
-included, is stubbed to the same BIND too (which refuses it), so the resolver can never send a
-query off the machine.
+stub zones send ``oe.test``, ``plain.test``, the NSEC3 zones and the others to the lab's
+BIND. Everything else, the root included, is stubbed to the same BIND too (which refuses it),
+so the resolver can never send a query off the machine.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from lab.bind import (
     INSECURE_CHILD,
     LOCKED_REVERSE_ZONE,
     LOCKED_ZONE,
+    NSEC3_INSECURE_CHILD,
+    NSEC3_ZONE,
+    OPTOUT_INSECURE_CHILD,
+    OPTOUT_ZONE,
     PLAIN_ZONE,
     REVERSE_ZONE,
     ZONE,
@@ -36,7 +40,8 @@ def write_config(unbound_dir: Path, port: int, bind_port: int, ds_records: list[
     stubs = "".join(
         f'stub-zone:\n    name: "{zone}"\n    stub-addr: {address}@{bind_port}\n'
         for zone in (ZONE, INSECURE_CHILD, BOGUS_CHILD, PLAIN_ZONE, LOCKED_ZONE, REVERSE_ZONE,
-                     LOCKED_REVERSE_ZONE, ".")
+                     LOCKED_REVERSE_ZONE, NSEC3_ZONE, NSEC3_INSECURE_CHILD, OPTOUT_ZONE,
+                     OPTOUT_INSECURE_CHILD, ".")
     )
     conf = unbound_dir / "unbound.conf"
     conf.write_text(

@@ -34,8 +34,9 @@ from oeagent.advertisement import (
 )
 from oeagent.config import DiscoveryConfig
 from oeagent.discovery import records, wellknown
+from oeagent.discovery.anchors import load_anchors
 from oeagent.discovery.dnsquery import Answer, Resolver, Security, query
-from oeagent.discovery.validate import Validator, load_anchors
+from oeagent.discovery.validate import Validator
 
 STATUSES = ("authenticated", "none", "bogus", "unreachable", "invalid")
 _MAX_ADDRESSES = 4  # HTTPS attempts per peer; more only makes a hostile name slower

@@ -3,12 +3,12 @@
 The resolver is asked with DO and CD set (so a validating one hands over even bogus data) and
 trusted for nothing: every answer RRset is checked against its signer zone's DNSKEY RRset,
 which is checked against a DS from the parent (validated the same way), up to a configured
-anchor. An unsigned answer is ``insecure`` only where a validated NSEC proves a delegation
-without DS; a negative answer is secure only with validated NSEC records that deny the
-name/type (including wildcard proofs). NSEC3 denials are not implemented: they yield
-``unreachable`` with that reason, never a conclusion. Zones whose DS records use only
-algorithms or digests we cannot check are insecure (RFC 4035 §5.2). DS and DNSKEY results are
-cached for the life of the ``Validator`` (one discovery run).
+anchor. An unsigned answer is ``insecure`` only where a validated NSEC or NSEC3 proves a
+delegation without DS (an opt-out NSEC3 included); a negative answer is secure only with
+validated NSEC (``nsec``) or NSEC3 (``nsec3``) records that deny the name/type, wildcard proofs
+included. Zones whose DS records use only algorithms or digests we cannot check are insecure
+(RFC 4035 §5.2), and so are NSEC3 denials with more iterations than we hash. DS and DNSKEY
+results are cached for the life of the ``Validator`` (one discovery run).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import dns.dnssec
 import dns.exception
@@ -29,38 +28,16 @@ import dns.query
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.NSEC
 import dns.rrset
-import dns.zonefile
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 
+from oeagent.discovery import nsec, nsec3
+from oeagent.discovery.anchors import ALGORITHMS, DIGESTS, Anchors, ds_matches, usable_key
 from oeagent.discovery.dnsquery import Answer, Resolver, Security, classify
-from oeagent.errors import OeagentError
+from oeagent.discovery.nsec import Proof
 
 T = dns.rdatatype.RdataType
-ALGORITHMS = frozenset({8, 10, 13, 14, 15, 16})
-"""RSA/SHA-256, RSA/SHA-512, ECDSA P-256/P-384, Ed25519, Ed448: what dnspython checks."""
-DIGESTS = frozenset({1, 2, 4})
-_ZONE_FLAG, _REVOKE_FLAG = 0x0100, 0x0080
-Anchors = dict[dns.name.Name, list[dns.rrset.RRset]]
-
-
-def load_anchors(path: Path) -> Anchors:
-    """DS and/or DNSKEY records in zone-file syntax (owner names absolute or under the root)."""
-    try:
-        rrsets = dns.zonefile.read_rrsets(path.read_text(encoding="utf-8"),
-                                          origin=dns.name.root, relativize=False,
-                                          rdclass=None, default_ttl=3600)
-    except (OSError, UnicodeDecodeError, dns.exception.DNSException) as exc:
-        raise OeagentError(f"cannot read trust anchors from {path}: {exc}") from None
-    anchors: Anchors = {}
-    for rrset in rrsets:
-        if rrset.rdtype in (T.DS, T.DNSKEY):
-            anchors.setdefault(rrset.name, []).append(rrset)
-    if not anchors:
-        raise OeagentError(f"{path} holds no DS or DNSKEY record")
-    return anchors
 
 
 @dataclass
@@ -68,20 +45,11 @@ class _Judged:
     security: Security
     reason: str = ""
     answer: Answer | None = None
-    nsecs: list[dns.rrset.RRset] = field(default_factory=list)
+    proof: Proof | None = None
+    """What a validated denial proved."""
     keys: dns.rrset.RRset | None = None
     not_a_zone: bool = False
     """A validated denial says this name has no DS and is no delegation point."""
-
-
-def _types(rrset: dns.rrset.RRset) -> set[int]:
-    found: set[int] = set()
-    rdata = rrset[0]
-    assert isinstance(rdata, dns.rdtypes.ANY.NSEC.NSEC)
-    for window, bitmap in rdata.windows:
-        for i, byte in enumerate(bitmap):
-            found.update(window * 256 + i * 8 + b for b in range(8) if byte & (0x80 >> b))
-    return found
 
 
 def _chain(reply: dns.message.Message, qname: dns.name.Name, qtype: T
@@ -116,53 +84,6 @@ def _time_problem(sigs: dns.rrset.RRset, now: float) -> str:
     if all(s.inception > now for s in sigs):
         return f"RRSIG not valid before {at(min(s.inception for s in sigs))}"
     return ""
-
-
-def _next(nsec: dns.rrset.RRset) -> dns.name.Name:
-    rdata = nsec[0]
-    assert isinstance(rdata, dns.rdtypes.ANY.NSEC.NSEC)
-    return dns.name.Name(rdata.next.labels)
-
-
-def _covers(nsec: dns.rrset.RRset, name: dns.name.Name, zone: dns.name.Name) -> bool:
-    """``nsec`` proves no name exists strictly between its owner and next (canonical order)."""
-    owner, nxt = nsec.name, _next(nsec)
-    types = _types(nsec)
-    if name.is_subdomain(owner) and name != owner and (
-            (T.NS in types and T.SOA not in types) or T.DNAME in types):
-        return False  # names below a delegation or DNAME are not this zone's to deny
-    if owner < nxt:
-        return bool(owner < name < nxt)
-    return bool(name > owner or name < nxt) and name.is_subdomain(zone)  # the last NSEC
-
-
-def denial(qname: dns.name.Name, qtype: int, nsecs: list[dns.rrset.RRset],
-           zone: dns.name.Name) -> str | None:
-    """"nodata" or "nxdomain" when validated ``nsecs`` of ``zone`` deny (qname, qtype)."""
-    def no_type(nsec: dns.rrset.RRset) -> bool:
-        types = _types(nsec)
-        parent_side = T.NS in types and T.SOA not in types and nsec.name != zone
-        return (qtype not in types and T.CNAME not in types
-                and (qtype == T.DS or not parent_side))
-
-    for nsec in nsecs:
-        if nsec.name == qname:
-            return "nodata" if no_type(nsec) else None
-    covering = [n for n in nsecs if _covers(n, qname, zone)]
-    if not covering:
-        return None
-    nsec = covering[0]
-    nxt = _next(nsec)
-    if nxt.is_subdomain(qname) and nxt != qname:
-        return "nodata"  # an empty non-terminal: names exist below it
-    common = max(qname.fullcompare(nsec.name)[2], qname.fullcompare(nxt)[2])
-    encloser = qname.split(max(common, len(zone)))[1]
-    wildcard = dns.name.Name((b"*", *encloser.labels))
-    if any(_covers(n, wildcard, zone) for n in nsecs):
-        return "nxdomain"
-    if any(n.name == wildcard and no_type(n) for n in nsecs):
-        return "nodata"  # wildcard NODATA (RFC 4035 §3.1.3.4)
-    return None
 
 
 class Validator:
@@ -272,52 +193,85 @@ class Validator:
                                            f"{_time_problem(sigs, self.clock()) or exc}")
         rrset.update_ttl(min(s.original_ttl for s in sigs))
         if all(s.labels < len(rrset.name) - 1 for s in sigs) and not rrset.name.is_wild():
-            if rrset.rdtype == T.NSEC:
+            if rrset.rdtype in (T.NSEC, T.NSEC3):
                 return _Judged(Security.BOGUS, f"{label}: {what} claims wildcard expansion")
-            # Synthesized from a wildcard: the exact name must be proven not to exist.
-            nsecs = self._valid_nsecs(reply, signer)
-            if isinstance(nsecs, _Judged):
-                return nsecs
-            if not any(_covers(n, rrset.name, signer) for n in nsecs):
-                return _Judged(Security.BOGUS, f"{label}: {what} is a wildcard expansion "
-                                               "without NSEC proof that the name is absent")
+            return self._check_expansion(rrset, min(s.labels for s in sigs), signer, reply,
+                                         f"{label}: {what}")
         return _Judged(Security.SECURE)
 
-    def _valid_nsecs(self, reply: dns.message.Message, zone: dns.name.Name
-                     ) -> list[dns.rrset.RRset] | _Judged:
-        """The authority section's NSEC RRsets, all signed by ``zone`` and validated."""
-        nsecs = [r for r in reply.authority if r.rdtype == T.NSEC]
-        for nsec in nsecs:
-            sigs = self._sigs(reply, reply.authority, nsec)
-            if not sigs or any(s.signer != zone for s in sigs) or not nsec.name.is_subdomain(
+    def _check_expansion(self, rrset: dns.rrset.RRset, labels: int, signer: dns.name.Name,
+                         reply: dns.message.Message, what: str) -> _Judged:
+        """Synthesized from a wildcard: the exact name must be proven not to exist (by an
+        NSEC covering it, or an NSEC3 covering the next closer name, RFC 5155 §8.8)."""
+        kind = T.NSEC3 if any(r.rdtype == T.NSEC3 for r in reply.authority) else T.NSEC
+        denials = self._valid_denials(reply, signer, kind, what)
+        if isinstance(denials, _Judged):
+            return denials
+        try:
+            proven = (nsec3.proves_expansion(rrset.name, labels, denials, signer)
+                      if kind == T.NSEC3 else nsec.proves_absent(rrset.name, denials, signer))
+        except nsec3.Unverifiable as exc:
+            return _Judged(Security.INSECURE, f"{what} is a wildcard expansion: {exc}")
+        if not proven:
+            return _Judged(Security.BOGUS, f"{what} is a wildcard expansion without "
+                                           f"{dns.rdatatype.to_text(kind)} proof that the "
+                                           "name is absent")
+        return _Judged(Security.SECURE)
+
+    def _valid_denials(self, reply: dns.message.Message, zone: dns.name.Name, kind: T,
+                       label: str) -> list[dns.rrset.RRset] | _Judged:
+        """The authority section's NSEC or NSEC3 RRsets, all signed by ``zone``, validated."""
+        found = [r for r in reply.authority if r.rdtype == kind]
+        for rrset in found:
+            sigs = self._sigs(reply, reply.authority, rrset)
+            if not sigs or any(s.signer != zone for s in sigs) or not rrset.name.is_subdomain(
                     zone):
-                return _Judged(Security.BOGUS, f"NSEC {nsec.name}: not signed by {zone}")
-            verdict = self._verify(nsec, reply, f"NSEC {nsec.name}", reply.authority)
+                return _Judged(Security.BOGUS, f"{label}: {dns.rdatatype.to_text(kind)} "
+                                               f"{rrset.name} is not signed by {zone}")
+            verdict = self._verify(rrset, reply, label, reply.authority)
             if verdict.security is not Security.SECURE:
                 return verdict
-        return nsecs
+        return found
 
     def _verify_denial(self, qname: dns.name.Name, qtype: T, reply: dns.message.Message,
                        label: str) -> _Judged:
-        if any(r.rdtype == T.NSEC3 for r in reply.authority):
-            return _Judged(Security.UNREACHABLE, f"{label}: the zone denies with NSEC3, which "
-                                                 "in-process validation does not support")
+        # A zone uses one or the other; NSEC3 wins so that stray NSECs cannot mask it.
+        kind = T.NSEC3 if any(r.rdtype == T.NSEC3 for r in reply.authority) else T.NSEC
+        name = dns.rdatatype.to_text(kind)
         signers = {s.signer for r in reply.authority
-                   if r.rdtype == T.RRSIG and r.covers == T.NSEC for s in r}
-        if not signers:  # no (signed) NSEC: only a proven insecure zone excuses that
-            return self._unsigned(qname, qtype == T.DS, f"{label}: denial without signed NSEC")
+                   if r.rdtype == T.RRSIG and r.covers == kind for s in r}
+        if not signers:  # no (signed) NSEC/NSEC3: only a proven insecure zone excuses that
+            return self._unsigned(qname, qtype == T.DS, f"{label}: denial without signed "
+                                                        f"{name}")
         zone = min(signers, key=len)
         if len(signers) != 1 or not qname.is_subdomain(zone) or (
                 qtype == T.DS and qname == zone):  # a DS is denied by the parent only
-            return _Judged(Security.BOGUS, f"{label}: NSEC records signed by "
+            return _Judged(Security.BOGUS, f"{label}: {name} records signed by "
                                            f"{', '.join(map(str, signers))} cannot deny it")
-        nsecs = self._valid_nsecs(reply, zone)
-        if isinstance(nsecs, _Judged):
-            return nsecs
-        kind = denial(qname, qtype, nsecs, zone)
-        if kind is None:
-            return _Judged(Security.BOGUS, f"{label}: the NSEC records do not prove the denial")
-        return _Judged(Security.SECURE, f"{label}: {kind} (validated NSEC)", nsecs=nsecs)
+        denials = self._valid_denials(reply, zone, kind, label)
+        if isinstance(denials, _Judged):
+            return denials
+        if kind == T.NSEC:
+            proof = nsec.denial(qname, qtype, denials, zone)
+            if proof is None:
+                return _Judged(Security.BOGUS, f"{label}: the NSEC records do not prove the "
+                                               "denial")
+        else:
+            try:
+                proof = nsec3.denial(qname, qtype, denials, zone)
+            except nsec3.Unverifiable as exc:
+                return _Judged(Security.INSECURE, f"{label}: {exc}; treated as insecure")
+            except nsec3.Unproven as exc:
+                return _Judged(Security.BOGUS, f"{label}: the NSEC3 records do not prove the "
+                                               f"denial: {exc}")
+            if proof is Proof.OPT_OUT:  # no signed name there, but maybe an unsigned child
+                why = ("an insecure delegation, if it exists (RFC 5155 §8.6)" if qtype == T.DS
+                       else "no signed name there, but it may be an unsigned delegation "
+                            "(RFC 5155 §6)")
+                return _Judged(Security.INSECURE, f"{label}: only an opt-out NSEC3 covers it: "
+                                                  f"{why}", proof=proof)
+        return _Judged(Security.SECURE, f"{label}: {proof.value} (validated {name})",
+                       proof=proof)
 
     # -- zones -----------------------------------------------------------------------------
 
@@ -337,10 +291,9 @@ class Validator:
             if ds.security is not Security.SECURE:
                 return ds
             if ds.answer is None or ds.answer.rrset is None:
-                exact = [n for n in ds.nsecs if n.name == zone and T.NS in _types(n)]
-                if exact:
+                if ds.proof is Proof.DELEGATION:
                     return _Judged(Security.INSECURE, f"{zone} is an insecure delegation "
-                                                      "(no DS, proven by a validated NSEC)")
+                                                      f"(no DS: {ds.reason})")
                 return _Judged(Security.BOGUS, f"{zone}: signed data from a zone whose "
                                                "delegation is denied", not_a_zone=True)
             trusted = [ds.answer.rrset]
@@ -377,9 +330,8 @@ class Validator:
         sigs = reply.get_rrset(reply.answer, zone, dns.rdataclass.IN, T.RRSIG, T.DNSKEY)
         if keys is None or sigs is None:
             return _Judged(Security.BOGUS, f"{label}: no signed DNSKEY RRset")
-        entry = [k for k in keys if isinstance(k, DNSKEY) and k.flags & _ZONE_FLAG
-                 and not k.flags & _REVOKE_FLAG
-                 and (k in anchored or any(self._matches(zone, k, d) for d in ds))]
+        entry = [k for k in keys if isinstance(k, DNSKEY) and usable_key(k)
+                 and (k in anchored or any(ds_matches(zone, k, d) for d in ds))]
         tags = ", ".join(str(d.key_tag) for d in ds) or "anchored DNSKEY"
         if not entry:
             return _Judged(Security.BOGUS, f"{label}: no key matches the DS ({tags})")
@@ -391,20 +343,8 @@ class Validator:
             return _Judged(Security.BOGUS, f"{label}: not signed by the key matching the DS "
                                            f"({tags}): {_time_problem(sigs, self.clock()) or exc}")
         usable = dns.rrset.from_rdata_list(zone, keys.ttl, [
-            k for k in keys if k.flags & _ZONE_FLAG and not k.flags & _REVOKE_FLAG])
+            k for k in keys if isinstance(k, DNSKEY) and usable_key(k)])
         return _Judged(Security.SECURE, keys=usable)
-
-    @staticmethod
-    def _matches(zone: dns.name.Name, key: DNSKEY, ds: DS) -> bool:
-        if key.algorithm != ds.algorithm or dns.dnssec.key_id(key) != ds.key_tag:
-            return False
-        try:
-            made = dns.dnssec.make_ds(zone, key, ds.digest_type,
-                                      policy=dns.dnssec.allow_all_policy, validating=True)
-        except (dns.exception.UnsupportedAlgorithm, dns.exception.DeniedByPolicy,
-                ValueError):
-            return False
-        return bool(made == ds)
 
     def _unsigned(self, name: dns.name.Name, exclude: bool, why: str) -> _Judged:
         """Unsigned data at ``name``: insecure only under a proven insecure delegation (or

@@ -22,7 +22,9 @@ from lab import Lab
 from lab import bind as lab_bind
 from oeagent import config as config_module
 from oeagent.config import Config
+from oeagent.discovery.dnsquery import Security
 from oeagent.discovery.lookup import Discoverer
+from oeagent.discovery.validate import Validator
 from oeagent.errors import ConfigError
 from tests.integration.oe_peers import new_advert, publish_dns, unique
 
@@ -200,3 +202,128 @@ def test_peer_by_address_through_the_anchored_reverse_zone(
     result = Discoverer(cfg.discovery).lookup(address, NOW)
     assert result.status == "authenticated", result.reasons
     assert result.fqdn == ad.fqdn and result.advertisement is not None
+
+
+# -- NSEC3 (RFC 5155): nsec3.test without opt-out, optout.test with it ----------------------
+
+def _validator(cfg: Config) -> Validator:
+    validator = Discoverer(cfg.discovery).validator
+    assert validator is not None
+    return validator
+
+
+@pytest.mark.parametrize("via_unbound", [False, True], ids=["bind", "unbound-cd"])
+def test_nsec3_zone_signed_advertisement_is_authenticated(
+        lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path,
+        via_unbound: bool) -> None:
+    port = lab.info.unbound_port if via_unbound else None
+    cfg = inprocess_config(make_lab_config, lab, tmp_path, port=port)
+    ad, key = new_advert(unique(lab_bind.NSEC3_ZONE))
+    publish_dns(lab, ad, key, zone=lab_bind.NSEC3_ZONE, ttl=30)
+    result = Discoverer(cfg.discovery).lookup(ad.fqdn, NOW)
+    assert result.status == "authenticated", result.reasons
+    assert result.advertisement is not None and result.advertisement.pins == ad.pins
+    # The name exists now with other types: NODATA from the NSEC3 matching it.
+    nodata = _validator(cfg).query(f"{ad.fqdn}.", "TXT")
+    assert nodata.security is Security.SECURE and nodata.empty, nodata.reason
+    assert "nodata (validated NSEC3)" in nodata.reason
+
+
+def test_nsec3_zone_without_advertisement_is_a_validated_none(
+        lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path)
+    # _oe.<name> TXT: wildcard NODATA (the zone's "*" has only an A); <name> A: an answer
+    # synthesized from the wildcard, with the NSEC3 covering the next closer name.
+    fqdn = unique(lab_bind.NSEC3_ZONE)
+    result = Discoverer(cfg.discovery).lookup(fqdn, NOW)
+    assert result.status == "none", result.reasons
+    assert "DNS: no _oe record (validated)" in result.reasons
+    assert result.addresses == ("127.0.0.1",)
+    # NXDOMAIN: nothing below server.nsec3.test., and no wildcard there.
+    deep = Discoverer(cfg.discovery).lookup(f"x.server.{lab_bind.NSEC3_ZONE}", NOW)
+    assert deep.status == "none" and "DNS: no _oe record (validated)" in deep.reasons, deep.reasons
+    validator = _validator(cfg)
+    for name, rdtype, proof in [
+            (f"_oe.{fqdn}.", "TXT", "nodata"),  # the wildcard's NSEC3 lacks TXT
+            (f"x.server.{lab_bind.NSEC3_ZONE}.", "A", "nxdomain"),
+            (f"server.{lab_bind.NSEC3_ZONE}.", "TXT", "nodata"),
+            (f"{lab_bind.NSEC3_INSECURE_CHILD}.", "DS", "insecure delegation")]:
+        answer = validator.query(name, rdtype)
+        assert answer.security is Security.SECURE and answer.empty, answer.reason
+        assert f"{proof} (validated NSEC3)" in answer.reason, answer.reason
+    wild = validator.query(f"{fqdn}.", "A")
+    assert wild.security is Security.SECURE and wild.rrset is not None, wild.reason
+
+
+@pytest.mark.parametrize("child, why", [
+    (lab_bind.NSEC3_INSECURE_CHILD, "insecure delegation (validated NSEC3)"),
+    (lab_bind.OPTOUT_INSECURE_CHILD, "only an opt-out NSEC3 covers it"),
+])
+def test_insecure_delegation_under_an_nsec3_parent_falls_to_https(
+        lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path, child: str,
+        why: str) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path, https=True)
+    ad, key = new_advert(unique(child))
+    publish_dns(lab, ad, key, zone=child)
+    result = Discoverer(cfg.discovery).lookup(ad.fqdn, NOW)
+    assert result.status == "none", result.reasons
+    assert "DNS: _oe record is not DNSSEC-signed; ignored" in result.reasons
+    assert any(r.startswith("HTTPS: ") for r in result.reasons), result.reasons  # tried
+    answer = _validator(cfg).query(f"_oe.{ad.fqdn}.", "TXT")
+    assert answer.security is Security.INSECURE and answer.rrset is not None
+    assert why in answer.reason, answer.reason
+
+
+def test_opt_out_never_authenticates_a_denial(
+        lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path)
+    # Every NSEC3 of optout.test has the opt-out flag: a name it does not have may be an
+    # unsigned delegation, so its absence is insecure (HTTPS decides), never proven.
+    result = Discoverer(cfg.discovery).lookup(unique(lab_bind.OPTOUT_ZONE), NOW)
+    assert result.status == "none", result.reasons
+    assert "DNS: no _oe record (unsigned zone)" in result.reasons
+    answer = _validator(cfg).query(f"x.server.{lab_bind.OPTOUT_ZONE}.", "A")
+    assert answer.security is Security.INSECURE and "may be an unsigned delegation" in \
+        answer.reason, answer.reason
+    # What exists is still proven: the matching NSEC3 denies the type.
+    nodata = _validator(cfg).query(f"server.{lab_bind.OPTOUT_ZONE}.", "TXT")
+    assert nodata.security is Security.SECURE and "nodata (validated NSEC3)" in nodata.reason
+
+
+def _strip_nsec3_sigs(reply: dns.message.Message) -> None:
+    reply.authority = [r for r in reply.authority
+                       if not (r.rdtype == dns.rdatatype.RRSIG
+                               and r.covers == dns.rdatatype.NSEC3)]
+
+
+def _flip_nsec3(reply: dns.message.Message) -> None:
+    for i, rrset in enumerate(reply.authority):
+        if rrset.rdtype == dns.rdatatype.NSEC3:
+            rdata = rrset[0]
+            nxt = bytearray(rdata.next)
+            nxt[-1] ^= 0x01
+            reply.authority[i] = dns.rrset.from_rdata(rrset.name, rrset.ttl,
+                                                      rdata.replace(next=bytes(nxt)))
+
+
+def _drop_last_nsec3(reply: dns.message.Message) -> None:
+    """Leave out one NSEC3 of the proof (with its RRSIG): the proof is incomplete."""
+    owners = [r.name for r in reply.authority if r.rdtype == dns.rdatatype.NSEC3]
+    if owners:
+        reply.authority = [r for r in reply.authority if r.name != owners[-1]]
+
+
+@pytest.mark.parametrize("mutate, why", [
+    (_strip_nsec3_sigs, "denial without signed NSEC3, but it is inside a signed zone"),
+    (_flip_nsec3, "does not validate"),
+    (_drop_last_nsec3, "the NSEC3 records do not prove the denial"),
+], ids=["unsigned", "flipped", "incomplete"])
+def test_tampered_nsec3_denial_is_bogus(lab: Lab, make_lab_config: Callable[..., Path],
+                                        tmp_path: Path, proxy: Any,
+                                        mutate: Callable[[dns.message.Message], None],
+                                        why: str) -> None:
+    cfg = inprocess_config(make_lab_config, lab, tmp_path, port=proxy(mutate))
+    # NXDOMAIN for _oe.x.server.nsec3.test.: closest encloser, next closer and wildcard.
+    result = Discoverer(cfg.discovery).lookup(f"x.server.{lab_bind.NSEC3_ZONE}", NOW)
+    assert result.status == "bogus", result.reasons
+    assert any(why in r for r in result.reasons), result.reasons

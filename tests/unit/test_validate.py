@@ -19,8 +19,10 @@ import dns.zone
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from oeagent.discovery.anchors import Anchors, load_anchors
 from oeagent.discovery.dnsquery import Resolver, Security
-from oeagent.discovery.validate import Anchors, Validator, denial, load_anchors
+from oeagent.discovery.nsec import Proof, denial
+from oeagent.discovery.validate import Validator
 from oeagent.errors import OeagentError
 
 T = dns.rdatatype.RdataType
@@ -230,7 +232,7 @@ def _nsec3(reply: dns.message.Message) -> None:
     (_strip_sigs, "www.example.", "A", Security.BOGUS, "inside a signed zone"),
     (_strip_sigs, "host.sub.example.", "TXT", Security.BOGUS, "inside a signed zone"),
     (_strip_nsec, "nothing.example.", "TXT", Security.BOGUS, "inside a signed zone"),
-    (_nsec3, "nothing.example.", "TXT", Security.UNREACHABLE, "NSEC3"),
+    (_nsec3, "nothing.example.", "TXT", Security.BOGUS, "without signed NSEC3"),
 ])
 def test_tampering(world: World, tamper: Callable[[dns.message.Message], None], name: str,
                    rdtype: str, security: Security, why: str) -> None:
@@ -278,20 +280,20 @@ def test_denial_logic() -> None:
 
     chain = [nsec("example.", "b.example.", "SOA NS NSEC RRSIG"),
              nsec("b.example.", "d.example.", "A NSEC RRSIG")]
-    assert denial(N("c.example."), T.A, chain, zone) == "nxdomain"  # also covers *.example.
-    assert denial(N("b.example."), T.TXT, chain, zone) == "nodata"
+    assert denial(N("c.example."), T.A, chain, zone) is Proof.NXDOMAIN  # covers *.example. too
+    assert denial(N("b.example."), T.TXT, chain, zone) is Proof.NODATA
     assert denial(N("b.example."), T.A, chain, zone) is None
     assert denial(N("e.example."), T.A, chain, zone) is None  # not covered
     delegation = [nsec("b.example.", "d.example.", "NS NSEC RRSIG"),
                   nsec("a.example.", "b.example.", "A NSEC RRSIG")]
     assert denial(N("x.b.example."), T.A, delegation, zone) is None  # the child's to say
-    assert denial(N("b.example."), T.DS, delegation, zone) == "nodata"
+    assert denial(N("b.example."), T.DS, delegation, zone) is Proof.DELEGATION
     assert denial(N("b.example."), T.A, delegation, zone) is None  # parent-side NSEC
     last = [nsec("y.example.", "example.", "A NSEC RRSIG"),
             nsec("example.", "a.example.", "SOA NS NSEC RRSIG")]
-    assert denial(N("z.example."), T.A, last, zone) == "nxdomain"
+    assert denial(N("z.example."), T.A, last, zone) is Proof.NXDOMAIN
     ent = [nsec("a.example.", "x.b.example.", "A NSEC RRSIG")]
-    assert denial(N("b.example."), T.TXT, ent, zone) == "nodata"  # empty non-terminal
+    assert denial(N("b.example."), T.TXT, ent, zone) is Proof.NODATA  # empty non-terminal
 
 
 def test_extra_unsigned_rrsets_are_ignored(world: World) -> None:
