@@ -14,8 +14,7 @@ Choices, each where the RFCs leave room:
   ``Unverifiable``, which the validator reports as insecure with the reason. Matching the
   common validators means a zone works here exactly when it works behind them, while the
   hashing a hostile zone can make us do per answer stays bounded. The cap applies to every
-  proof, the opt-out one for unsigned delegations included (where BIND once forgot it,
-  CVE-2026-1519).
+  proof, the opt-out one for unsigned delegations included.
 - Unknown hash algorithms and flags other than 0/1 are ignored (RFC 5155 §8.1, §8.2), so a
   denial that rests on them fails to prove anything (bogus), with the reason.
 - An opt-out NSEC3 covering the next closer name proves only that no *signed* name is there:
