@@ -139,12 +139,15 @@ def _replace(ctlsocket: Path, conns: list[str], ipsec_dir: Path | None,
     outputs: list[str] = []
     refused: list[str] = []
     with tempfile.TemporaryDirectory(prefix="oeagent-reload-") as tmp:
-        wrapper = Path(tmp) / "ipsec.conf"
-        wrapper.write_text(f"config setup\ninclude {conf}\n")
-        for source, names in ((wrapper, own), (config, foreign)):
-            if not names:
-                continue
-            assert source is not None  # own come from oeagent.conf, foreign were checked
+        sources: list[tuple[Path, list[str]]] = []
+        if own:
+            wrapper = Path(tmp) / "ipsec.conf"
+            wrapper.write_text(f"config setup\ninclude {conf}\n")
+            sources.append((wrapper, own))
+        if foreign:
+            assert config is not None  # every foreign conn was found in it above
+            sources.append((config, foreign))
+        for source, names in sources:
             try:
                 outputs.append(_addconn(ctlsocket, source, names, timeout))
             except PlutoError as exc:
