@@ -154,6 +154,7 @@ def lab_settings(
         "pluto": {
             "ctlsocket": str(root / "pluto" / "run" / "pluto.ctl"),
             "ipsec_dir": str(root / "ipsec.d"),
+            "config": str(root / "pluto" / "ipsec.conf"),
         },
         "publish": {
             "backends": [],

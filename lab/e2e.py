@@ -101,6 +101,7 @@ class Scenario:
             "challenge.http.listen_address": host.address,
             "pluto.ctlsocket": str(host.pluto.ctlsocket),
             "pluto.ipsec_dir": str(host.pluto.ipsec_dir),
+            "pluto.config": str(host.pluto.config),
             "nss.database": host.pluto.nss_database,
             "state_dir": str(host.dir / "state"),
             "publish.resolver": info.bind_address,

@@ -116,7 +116,7 @@ def deploy_to_nss(
         },
     )
     notified = pluto.reread_certs(config.pluto.ctlsocket, nickname=config.nss.nickname,
-                                  ipsec_dir=config.pluto.ipsec_dir)
+                                  ipsec_dir=config.pluto.ipsec_dir, config=config.pluto.config)
     reporter.step(
         "pluto",
         "told pluto to reread certificates"

@@ -10,6 +10,7 @@ import logging
 import re
 import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from oeagent import proc
@@ -22,7 +23,8 @@ _NOT_RUNNING = ("Pluto is not running", "Connection refused", "No such file or d
 
 
 def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None = None,
-                 ipsec_dir: Path | None = None, removed: bool = False) -> bool:
+                 ipsec_dir: Path | None = None, config: Path | None = None,
+                 removed: bool = False) -> bool:
     """Make pluto use the certificate now under ``nickname`` (or, with ``removed``, stop
     using the one that is gone).
 
@@ -36,9 +38,11 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
     enrolled OE host. It also dies on it while an SA of a conn with the certificate is up
     (the renewal-disruption benchmark: 5 of 5 renewals, no OE groups involved). So when
     pluto holds group instances or such SAs, the conns that use ``nickname`` are replaced
-    instead (deleted and added again from ``ipsec_dir/oeagent.conf``, routed
-    when on-demand; with ``removed`` only deleted): pluto reads the certificate when a conn
-    is added. Their SAs end; peers negotiate again on demand.
+    instead: deleted and added again, oeagent's own from ``ipsec_dir/oeagent.conf`` and the
+    operator's from ``config`` (``pluto.config``, the ipsec.conf that includes them), then
+    routed when on-demand or route, initiated when auto=start; with ``removed`` only deleted.
+    pluto reads the certificate when a conn is added. Their SAs end; peers negotiate again
+    on demand.
     """
     try:
         if not stat.S_ISSOCK(ctlsocket.stat().st_mode):
@@ -55,7 +59,7 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
             return False
         users = cert_conns(status, nickname)
         if users and (has_group_instances(status) or has_states(status, users)):
-            _replace(ctlsocket, users, ipsec_dir, removed, timeout)
+            _replace(ctlsocket, users, ipsec_dir, config, removed, timeout)
             return True
     result = proc.run(
         ["ipsec", "whack", "--ctlsocket", str(ctlsocket), "--rereadcerts"],
@@ -103,39 +107,98 @@ def has_group_instances(status: str) -> bool:
     return re.search(r'^\d* ?"[^"]+#[^"]+"', status, re.MULTILINE) is not None
 
 
-def _replace(ctlsocket: Path, conns: list[str], ipsec_dir: Path | None, removed: bool,
-             timeout: float) -> None:
+def _replace(ctlsocket: Path, conns: list[str], ipsec_dir: Path | None,
+             config: Path | None, removed: bool, timeout: float) -> None:
     from oeagent.policy.render import CONF, conn_blocks
 
     conf = ipsec_dir / CONF if ipsec_dir is not None else None
     blocks = conn_blocks(conf.read_text()) if conf is not None and conf.exists() else {}
+    own = [c for c in conns if c in blocks]
     foreign = [c for c in conns if c not in blocks]
+    operator = _Listed()
     if foreign and not removed:
-        raise PlutoError(
-            f"pluto holds OE group conns and {', '.join(foreign)} use the certificate: pluto "
-            "4.x crashes on `whack --rereadcerts` then (libreswan issue #1005), so oeagent "
-            f"did not ask; replace them yourself (ipsec auto --replace {foreign[0]})"
-        )
+        # Everything is checked before anything is deleted: a conn that cannot be added
+        # again must not be dropped.
+        operator = _listed(config, timeout) if config is not None else operator
+        unknown = [c for c in foreign if c not in operator.all]
+        if unknown:
+            raise PlutoError(
+                "pluto holds OE group instances or an SA of a conn using the certificate, and "
+                "pluto 4.x crashes on `whack --rereadcerts` then (libreswan issue #1005), so "
+                f"oeagent replaces those conns instead; {', '.join(unknown)} is in neither "
+                f"{conf or CONF} nor pluto.config ({config or 'not given'}): set pluto.config "
+                "to the ipsec.conf that defines it, or replace it yourself "
+                f"(ipsec auto --replace {unknown[0]})")
     for conn in conns:
         _whack(ctlsocket, ["--delete", "--name", conn], timeout)
-    if removed or conf is None:
+    if removed:
         log.info("pluto: deleted %s (their certificate is gone)", ", ".join(conns))
         return
+    # Both sources are added even when one fails: an operator's conn must not stay deleted
+    # because one of oeagent's was refused, nor the other way round.
+    outputs: list[str] = []
+    refused: list[str] = []
     with tempfile.TemporaryDirectory(prefix="oeagent-reload-") as tmp:
-        wrapper = Path(tmp) / "ipsec.conf"
-        wrapper.write_text(f"config setup\ninclude {conf}\n")
-        added = proc.run(["ipsec", "addconn", "--ctlsocket", str(ctlsocket), "--config",
-                          str(wrapper), *conns], check=False, timeout=timeout)
+        sources: list[tuple[Path, list[str]]] = []
+        if own:
+            wrapper = Path(tmp) / "ipsec.conf"
+            wrapper.write_text(f"config setup\ninclude {conf}\n")
+            sources.append((wrapper, own))
+        if foreign:
+            assert config is not None  # every foreign conn was found in it above
+            sources.append((config, foreign))
+        for source, names in sources:
+            try:
+                outputs.append(_addconn(ctlsocket, source, names, timeout))
+            except PlutoError as exc:
+                refused.append(str(exc))
+    for conn in conns:
+        if (conn in operator.route if conn in foreign
+                else "auto=ondemand" in blocks[conn].splitlines()):
+            _whack(ctlsocket, ["--route", "--name", conn], timeout)
+        if conn in operator.start:
+            # As pluto does for auto=start when it loads the config; the SA comes when it can.
+            _whack(ctlsocket, ["--initiate", "--asynchronous", "--name", conn], timeout)
+    if refused:
+        raise PlutoError("; ".join(refused))
+    status = _whack(ctlsocket, ["--status"], timeout) or ""
+    missing = [c for c in conns if f'"{c}"' not in status]
+    if missing:
+        said = "\n".join(outputs).strip()
+        raise PlutoError(f"pluto did not load {', '.join(missing)} again: "
+                         f"{said.splitlines()[-1] if said else 'see its log'}")
+    log.info("pluto: replaced %s to load the new certificate", ", ".join(conns))
+
+
+def _addconn(ctlsocket: Path, config: Path, conns: list[str], timeout: float) -> str:
+    """``ipsec addconn`` the named conns from ``config`` into pluto; its output."""
+    added = proc.run(["ipsec", "addconn", "--ctlsocket", str(ctlsocket), "--config",
+                      str(config), *conns], check=False, timeout=timeout)
     output = (added.stdout + added.stderr).strip()
     if added.returncode != 0:
         detail = output.splitlines()[-1] if output else f"exit status {added.returncode}"
         raise PlutoError(f"pluto refused {', '.join(conns)} with the new certificate: {detail}")
-    for conn in conns:
-        if "auto=ondemand" in blocks[conn].splitlines():
-            _whack(ctlsocket, ["--route", "--name", conn], timeout)
-    status = _whack(ctlsocket, ["--status"], timeout) or ""
-    missing = [c for c in conns if f'"{c}"' not in status]
-    if missing:
-        raise PlutoError(f"pluto did not load {', '.join(missing)} again: "
-                         f"{output.splitlines()[-1] if output else 'see its log'}")
-    log.info("pluto: replaced %s to load the new certificate", ", ".join(conns))
+    return output
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """The conns an ipsec.conf defines, and which of them pluto routes or starts."""
+
+    all: frozenset[str] = frozenset()
+    route: frozenset[str] = frozenset()
+    start: frozenset[str] = frozenset()
+
+
+def _listed(config: Path, timeout: float) -> _Listed:
+    """Ask ``ipsec addconn`` (it follows include, also= and %default as pluto would)."""
+    found: dict[str, frozenset[str]] = {}
+    for which in ("all", "route", "start"):
+        done = proc.run(["ipsec", "addconn", "--config", str(config), f"--list{which}"],
+                        check=False, timeout=timeout)
+        if done.returncode != 0:
+            said = (done.stdout + done.stderr).strip()
+            raise PlutoError(f"cannot read pluto.config {config}: "
+                             f"{said.splitlines()[-1] if said else f'exit {done.returncode}'}")
+        found[which] = frozenset(done.stdout.split())
+    return _Listed(found["all"], found["route"], found["start"])

@@ -88,6 +88,9 @@ class NssConfig:
 class PlutoConfig:
     ctlsocket: Path = Path("/run/pluto/pluto.ctl")
     ipsec_dir: Path = Path("/etc/ipsec.d")
+    config: Path = Path("/etc/ipsec.conf")
+    """The ipsec.conf holding the operator's own conns: re-added from it when they use the
+    certificate and pluto cannot be asked to --rereadcerts (oeagent.pluto)."""
 
 
 PUBLISH_BACKENDS = ("rfc2136", "zonefile", "wellknown")

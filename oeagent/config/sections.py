@@ -125,6 +125,7 @@ def _build(reader: _Reader) -> Config | None:
         ctlsocket=pluto_t.path_value("ctlsocket", Path("/run/pluto/pluto.ctl"))
         or Path("/run/pluto/pluto.ctl"),
         ipsec_dir=pluto_t.path_value("ipsec_dir", Path("/etc/ipsec.d")) or Path("/etc/ipsec.d"),
+        config=pluto_t.path_value("config", Path("/etc/ipsec.conf")) or Path("/etc/ipsec.conf"),
     )
 
     state_dir = root.path_value("state_dir", Path("/var/lib/oeagent")) or Path("/var/lib/oeagent")

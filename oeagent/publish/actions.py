@@ -259,7 +259,8 @@ def _remove_from_nss(config: Config, state: StateDir, reporter: Reporter) -> int
     reporter.step("nss", f"removed {removed} certificate(s) under '{config.nss.nickname}' "
                   f"from {config.nss.database}", removed=removed)
     notified = pluto.reread_certs(config.pluto.ctlsocket, nickname=config.nss.nickname,
-                                  ipsec_dir=config.pluto.ipsec_dir, removed=True)
+                                  ipsec_dir=config.pluto.ipsec_dir, config=config.pluto.config,
+                                  removed=True)
     reporter.step("pluto", "told pluto to reread certificates" if notified
                   else "pluto is not running", pluto_running=notified)
     return removed

@@ -7,19 +7,21 @@ certificate (``serve`` mode). Withdrawing removes the file, so clients get 404 a
 cached policy, do nothing; before that, ``unenroll`` publishes mode ``none`` for a max_age.
 
 Verification fetches the document over real HTTPS, as a client would: the address from the
-validating resolver, TLS verified for the fqdn, no redirects, byte-for-byte the document.
+validating resolver, then ``oeagent.wellknown_fetch`` (the rules discovery fetches by: TLS
+verified for the fqdn, no redirects, 64 KiB, deadlines); byte-for-byte the document.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 
-from oeagent import fsio
+from oeagent import fsio, wellknown_fetch
 from oeagent.advertisement import WELL_KNOWN_PATH
 from oeagent.errors import StateError
-from oeagent.publish import https, resolver
+from oeagent.publish import resolver
 from oeagent.publish.base import Backend, Check, Desired, Diff, Plan, Verification
 
 
@@ -38,6 +40,7 @@ class WellKnownBackend(Backend):
         self.port = port
         self.resolver = check_with
         self.ca_bundle = ca_bundle
+        self._tls: ssl.SSLContext | None = None  # loaded when verifying, not for a plan
 
     @staticmethod
     def webroot_path(webroot: Path) -> Path:
@@ -97,10 +100,15 @@ class WellKnownBackend(Backend):
 
     def _check_one(self, address: str, wanted: bytes | None) -> tuple[bool, str]:
         try:
-            got = https.fetch(self.fqdn, address, port=self.port, cafile=self.ca_bundle,
-                              timeout=min(10.0, self.resolver.timeout * 3))
+            if self._tls is None:
+                self._tls = wellknown_fetch.tls_context(self.ca_bundle)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            return False, f"cannot fetch: {type(exc).__name__}: {exc}"
+            return False, f"cannot fetch: cannot load the roots {self.ca_bundle}: {exc}"
+        try:
+            got = wellknown_fetch.get(self.fqdn, address, port=self.port, context=self._tls,
+                                      timeout=min(10.0, self.resolver.timeout * 3))
+        except wellknown_fetch.FetchError as exc:
+            return False, f"cannot fetch: {exc}"
         if wanted is None:
             return got.status == 404, f"HTTP {got.status} (withdrawn: 404 expected)"
         if got.status != 200:

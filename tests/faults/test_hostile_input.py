@@ -227,9 +227,9 @@ def test_trailing_newline_is_refused_everywhere() -> None:
 
 
 @fault("slow-drip body while publish verifies its document", "publish --verify",
-       "bounded by the fetch timeout as a whole (TimeoutError, reported as 'cannot fetch')")
+       "bounded by twice the fetch timeout as a whole ('too slow', reported as 'cannot fetch')")
 def test_publish_fetch_slow_drip_is_bounded(tls: tuple[Path, Path, Path]) -> None:
-    from oeagent.publish import https
+    from oeagent import wellknown_fetch
 
     def drip(conn: ssl.SSLSocket) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")
@@ -239,6 +239,8 @@ def test_publish_fetch_slow_drip_is_bounded(tls: tuple[Path, Path, Path]) -> Non
                 time.sleep(0.05)
 
     began = time.monotonic()
-    with https_server(tls, drip) as port, pytest.raises(TimeoutError):
-        https.fetch("127.0.0.1", "127.0.0.1", port=port, cafile=tls[0], timeout=0.5)
+    with (https_server(tls, drip) as port,
+          pytest.raises(wellknown_fetch.FetchError, match="too slow")):
+        wellknown_fetch.get("127.0.0.1", "127.0.0.1", port=port,
+                            context=wellknown_fetch.tls_context(tls[0]), timeout=0.5)
     assert time.monotonic() - began < 3

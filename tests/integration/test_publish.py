@@ -10,7 +10,6 @@ import base64
 import dataclasses
 import datetime as dt
 import shutil
-import ssl
 import uuid
 from pathlib import Path
 
@@ -24,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lab import Lab
 from lab.procs import free_ports
 from oeagent import config as config_module
-from oeagent import keyroll, keys, publish
+from oeagent import keyroll, keys, publish, wellknown_fetch
 from oeagent.advertisement import parse_document, parse_txt
 from oeagent.errors import DnsUpdateError
-from oeagent.publish import advertise, https
+from oeagent.publish import advertise
 from oeagent.state import StateDir
 from tests.integration.publish_support import (
     authoritative,
@@ -80,15 +79,16 @@ def test_publish_dns_and_https_document_agree_and_validate(lab: Lab, tmp_path: P
         assert rdata.key == numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
 
         # The document, over real TLS validated against Pebble's root, says the same.
-        got = https.fetch(name, "127.0.0.1", port=lab.info.https_port,
-                          cafile=lab.info.pebble_root_pem)
+        got = wellknown_fetch.get(name, "127.0.0.1", port=lab.info.https_port, timeout=10,
+                                  context=wellknown_fetch.tls_context(lab.info.pebble_root_pem))
         assert got.status == 200 and got.content_type == "application/json"
         advert, expires = parse_document(got.body, name, dt.datetime.now(dt.UTC))
         assert advert.id == signal.id and advert.mode == signal.mode == "enforce"
         assert set(advert.pins) == pins and advert.auth == "ecdsa"
         assert expires == cert.not_valid_after_utc
-        with pytest.raises(ssl.SSLError):
-            https.fetch(name, "127.0.0.1", port=lab.info.https_port)  # not a public root
+        with pytest.raises(wellknown_fetch.FetchError, match="certificate rejected"):
+            wellknown_fetch.get(name, "127.0.0.1", port=lab.info.https_port, timeout=10,
+                                context=wellknown_fetch.tls_context(None))  # not a public root
 
         # Publishing again plans nothing and sends nothing.
         serial = soa_serial(lab)

@@ -32,6 +32,13 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert cfg.challenge.dns.tsig_algorithm == "hmac-sha256"
     assert cfg.nss.database == "sql:/var/lib/ipsec/nss"
     assert cfg.nss.trust_anchors == "letsencrypt"
+    assert cfg.pluto.config == Path("/etc/ipsec.conf")
+
+
+def test_pluto_config_is_a_path_relative_to_the_config_file(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, 'host.names = ["a.example"]\n'
+                                      '[pluto]\nconfig = "ipsec/ipsec.conf"\n'))
+    assert cfg.pluto.config == tmp_path / "ipsec" / "ipsec.conf"
 
 
 def test_shipped_example_loads(tmp_path: Path) -> None:

@@ -62,3 +62,23 @@ def test_sas_of_conns_using_the_certificate_from_whack_status() -> None:
     assert pluto.has_states(status, ["bench"])
     assert not pluto.has_states(status, ["oeagent-responder", "ben"])
     assert not pluto.has_states(STATUS_4_10, ["mine"])
+
+
+def test_operator_config_lists_conns_as_addconn_reads_them(tmp_path: Path) -> None:
+    """pluto.config is read by ``ipsec addconn`` itself (include, also=, %default), so the
+    conns oeagent re-adds, routes and starts are the ones pluto would at start."""
+    (tmp_path / "ipsec.d").mkdir()
+    (tmp_path / "ipsec.d" / "more.conf").write_text(
+        "conn %default\n    auto=ondemand\n"
+        "conn base\n    left=127.0.0.1\n    auto=ignore\n"
+        "conn road\n    also=base\n    right=%any\n    auto=add\n"
+        "conn peer\n    left=127.0.0.1\n    right=127.0.0.2\n"
+        "conn tunnel\n    left=127.0.0.1\n    right=127.0.0.3\n    auto=start\n")
+    main = tmp_path / "ipsec.conf"
+    main.write_text(f"config setup\ninclude {tmp_path}/ipsec.d/*.conf\n")
+    listed = pluto._listed(main, 30)
+    assert listed.all == {"base", "road", "peer", "tunnel"}
+    assert "peer" in listed.route and not listed.route & {"road", "base"}
+    assert listed.start == {"tunnel"}
+    with pytest.raises(PlutoError, match=r"cannot read pluto.config .*nope.conf"):
+        pluto._listed(tmp_path / "nope.conf", 30)

@@ -1,0 +1,71 @@
+"""The ``oeagent`` command line: parse arguments, run one action, report.
+
+This package only wires things together: ``parser`` defines the commands and options,
+``commands`` maps each command to its action (imported lazily, so ``oeagent --help`` and
+``oeagent status`` never pay for importing the ACME stack), and ``main`` here maps the
+outcome to the report and an exit status: an OeagentError is one line and its exit code,
+anything else an internal error (70), tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from oeagent.cli.commands import ACTIONS
+from oeagent.cli.parser import build_parser
+from oeagent.errors import EX_SOFTWARE, OeagentError
+from oeagent.report import Reporter
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("oeagent")
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not debug:
+        # urllib3 and the acme library log at INFO/DEBUG; keep them out of normal output.
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
+        logging.getLogger("acme").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(bool(args.debug))
+    reporter = Reporter(as_json=bool(args.json))
+    command: str = args.command
+
+    action = ACTIONS[command]
+    try:
+        result = action(args, reporter)
+    except OeagentError as exc:
+        if args.debug:
+            traceback.print_exc()
+        # Some failures come with a result worth showing (a hook failed after a good deploy).
+        partial = getattr(exc, "result", None)
+        reporter.finish(command, ok=False, error=str(exc), exit_code=exc.exit_code,
+                        result=partial if isinstance(partial, dict) else None)
+        if not args.json:
+            print(f"oeagent {command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"oeagent {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug, reported as one line
+        if args.debug:
+            traceback.print_exc()
+        message = f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)"
+        reporter.finish(command, ok=False, error=message, exit_code=EX_SOFTWARE)
+        if not args.json:
+            print(f"oeagent {command}: {message}", file=sys.stderr)
+        return EX_SOFTWARE
+    reporter.finish(command, ok=True, result=result)
+    return 0
