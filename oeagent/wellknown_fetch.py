@@ -11,10 +11,13 @@ Nothing is decoded (no Accept-Encoding), so a compression bomb stays its size on
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,25 +81,83 @@ def get(fqdn: str, address: str, *, port: int, context: ssl.SSLContext, timeout:
     except OSError as exc:
         raise FetchError(f"cannot connect to {address}: {exc.strerror or exc}",
                          absent=True) from None
-    try:
+    total_seconds = deadline - time.monotonic()
+    too_slow = (f"the server is too slow sending the document: no complete answer within "
+                f"{total_seconds:.1f} s")
+    cut = _Deadline(raw)
+    with cut.running(total_seconds) as expired:
         try:
-            tls = context.wrap_socket(raw, server_hostname=fqdn)
-        except ssl.SSLCertVerificationError as exc:
-            raise FetchError(f"certificate rejected: {exc.verify_message}") from None
-        except (ssl.SSLError, OSError) as exc:
-            raise FetchError(f"TLS handshake failed: {exc}") from None
-        conn = http.client.HTTPSConnection(fqdn, port, timeout=timeout, context=context)
-        conn.sock = tls  # already connected and verified for ``fqdn``
-        try:
-            return _exchange(conn, deadline)
+            try:
+                # Handshake after the cut watches the TLS socket, which took over raw's.
+                tls = context.wrap_socket(raw, server_hostname=fqdn,
+                                          do_handshake_on_connect=False)
+                cut.watch(tls)
+                tls.do_handshake()
+            except ssl.SSLCertVerificationError as exc:
+                raise FetchError(f"certificate rejected: {exc.verify_message}") from None
+            except (ssl.SSLError, OSError) as exc:
+                raise FetchError(f"TLS handshake failed: {exc}") from None
+            conn = http.client.HTTPSConnection(fqdn, port, timeout=timeout, context=context)
+            conn.sock = tls  # already connected and verified for ``fqdn``
+            try:
+                response = _exchange(conn, deadline)
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException, FetchError) as exc:
+            if expired.is_set():
+                raise FetchError(too_slow) from None
+            if isinstance(exc, FetchError):
+                raise
+            if isinstance(exc, TimeoutError):
+                raise FetchError("timed out") from None
+            raise FetchError(f"HTTP failed: {type(exc).__name__}: {exc}") from None
         finally:
-            conn.close()
-    except TimeoutError:
-        raise FetchError("timed out") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise FetchError(f"HTTP failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        raw.close()
+            cut.close()
+        if expired.is_set():
+            # The cut reads as an end of file: what arrived before it may be a truncated body.
+            raise FetchError(too_slow)
+        return response
+
+
+class _Deadline:
+    """Shuts the watched socket down when the deadline passes, whatever is reading from it.
+
+    Per-read timeouts alone let a server that trickles the TLS handshake, the status line or
+    the headers (http.client reads up to 100 header lines of 64 KiB each) hold a fetch for
+    hours, a byte just inside each timeout. Shutting the socket down makes the blocked read
+    return at once; ``expired`` tells the caller that this, not the server, ended it.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.expired = threading.Event()
+        self._lock = threading.Lock()
+        self._sock = sock
+
+    def watch(self, sock: socket.socket) -> None:
+        """Watch ``sock`` from now on: wrapping a socket in TLS detaches the plain one."""
+        with self._lock:
+            self._sock = sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired.set()
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Close the watched socket (the plain one is detached once TLS took it over)."""
+        with self._lock:
+            self._sock.close()
+
+    @contextlib.contextmanager
+    def running(self, seconds: float) -> Iterator[threading.Event]:
+        timer = threading.Timer(max(seconds, 0.0), self._expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield self.expired
+        finally:
+            timer.cancel()
 
 
 def _exchange(conn: http.client.HTTPSConnection, deadline: float) -> Response:

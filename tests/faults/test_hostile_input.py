@@ -161,6 +161,56 @@ def test_slow_drip_body(tls: tuple[Path, Path, Path]) -> None:
     assert time.monotonic() - began < 3
 
 
+@fault("slow-drip HTTPS headers (one byte every 50 ms)", "discover",
+       "the socket is cut at twice discovery.https_timeout: 'too slow'")
+def test_slow_drip_headers(tls: tuple[Path, Path, Path]) -> None:
+    # Each byte comes well inside the per-read timeout, so only a deadline on the whole
+    # exchange ends it: http.client would otherwise read 100 header lines of 64 KiB each.
+    def drip(conn: ssl.SSLSocket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        with contextlib.suppress(OSError):
+            for _ in range(400):
+                conn.sendall(b"a")
+                time.sleep(0.05)
+
+    began = time.monotonic()
+    fetched = fetch(tls, drip, timeout=0.5)
+    assert fetched.body is None and "too slow" in fetched.reason, fetched
+    assert time.monotonic() - began < 5, "the header drip held the fetch past its deadline"
+
+
+@fault("slow-drip TLS handshake (one byte every 50 ms)", "discover",
+       "the handshake as a whole is bounded by discovery.https_timeout: 'timed out'")
+def test_slow_drip_tls_handshake(tls: tuple[Path, Path, Path]) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def drip_garbage() -> None:
+        # A TLS record header promising a long ServerHello, then its bytes one at a time.
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"\x16\x03\x03\x40\x00")
+                while not stop.wait(0.05):
+                    conn.sendall(b"\x00")
+
+    thread = threading.Thread(target=drip_garbage, daemon=True)
+    thread.start()
+    began = time.monotonic()
+    try:
+        fetched = wellknown.fetch("127.0.0.1", "127.0.0.1", port=listener.getsockname()[1],
+                                  context=wellknown.tls_context(tls[0]), timeout=0.5)
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=10)
+    assert fetched.body is None, fetched
+    assert "timed out" in fetched.reason or "too slow" in fetched.reason, fetched
+    assert time.monotonic() - began < 5, "the handshake drip held the fetch past its deadline"
+
+
 @fault("endless chunked HTTPS body", "discover", "cut at 64 KiB: 'over the limit'")
 def test_endless_chunked_body(tls: tuple[Path, Path, Path]) -> None:
     def endless(conn: ssl.SSLSocket) -> None:
