@@ -15,6 +15,7 @@ from tests.faults import (  # noqa: F401  (importing registers their faults)
     test_hostile_input,
     test_https_faults,
     test_local_faults,
+    test_nss_password,
 )
 from tests.faults.harness import MATRIX, Fault
 
