@@ -1,19 +1,15 @@
 """Local faults: the NSS database locked or read-only during a renewal, the state and ipsec
 directories full or read-only while writing, SIGKILL at each step of renew, publish and
-policy, two runs of each command at once, and the clock far ahead or behind."""
+policy, and two runs of each command at once (the clock: test_clock_faults)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from oeagent import config as config_module
-from oeagent.renew import renew
-from oeagent.report import NullReporter
 from tests.faults.harness import (
     Host,
     Run,
@@ -213,30 +209,3 @@ def test_two_runs_at_once(host: Host, command: tuple[str, ...]) -> None:
                  serial_may_change=True, dns_changed=True)
     assert any(r is not None and r.code == 0 for r in results)
     converges(host, command[0], prior=prior)
-
-
-@fault("clock far ahead (a year: the certificate looks expired, renewal due)", "renew",
-       "renews at once (hard reason: expired) and deploys; exit 0")
-def test_clock_far_ahead(host: Host) -> None:
-    prior = before(host)
-    config = config_module.load(host.config_path)
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3650)
-    result = renew(config, NullReporter(), now=later)
-    assert result.issued
-    assert host.serial() != prior.serial
-    check_files(host)
-    converges(host, "enroll", prior=prior)
-
-
-@fault("clock far behind (a year: the certificate is not yet valid)", "renew",
-       "nothing is due; the working certificate is kept; exit 0")
-def test_clock_far_behind(host: Host) -> None:
-    prior = before(host)
-    config = config_module.load(host.config_path)
-    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(days=365)
-    result = renew(config, NullReporter(), now=earlier)
-    assert not result.issued
-    assert host.serial() == prior.serial
-    check_files(host)
-    converges(host, "enroll", prior=prior)
-
