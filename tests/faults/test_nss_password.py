@@ -36,10 +36,12 @@ _TOOLS = ("certutil", "pk12util")
 
 class ProcWatch:
     """Sample every process's argv and environment while oeagent runs: none may hold a
-    secret, and the NSS tools it starts are recorded to check how the password reaches them.
+    secret, and the NSS tools it starts on databases under ``root`` are recorded to check how
+    the password reaches them (other test sessions may run certutil on this machine too).
     """
 
-    def __init__(self, *secrets: str) -> None:
+    def __init__(self, root: Path, *secrets: str) -> None:
+        self.root = str(root)  # tools are ours when they work on a database under it
         self.secrets = [s.encode() for s in secrets]
         self.leaks: list[str] = []
         self.tools: dict[int, list[str]] = {}
@@ -71,7 +73,7 @@ class ProcWatch:
                 args = [a.decode("utf-8", "replace") for a in argv.split(b"\0") if a]
                 if any(secret in argv or secret in environ for secret in self.secrets):
                     self.leaks.append(f"pid {entry.name}: {args[:3]}")
-                if args and Path(args[0]).name in _TOOLS:
+                if args and Path(args[0]).name in _TOOLS and any(self.root in a for a in args):
                     self.tools.setdefault(int(entry.name), args)
 
 
@@ -119,7 +121,7 @@ def _files_without(root: Path, secret: str, *, allowed: Path) -> None:
        "traceback, status, state file, nor in any process's argv or environment (sampled from "
        "/proc): certutil gets -f FILE, pk12util -k FILE (the PKCS#12's own password -w FILE)")
 def test_nss_password_never_leaks(lab: Lab, tmp_path: Path) -> None:
-    with ProcWatch(PASSWORD) as watch:
+    with ProcWatch(tmp_path, PASSWORD) as watch:
         host = _password_host(lab, tmp_path)
         try:
             prior = before(host)
@@ -149,7 +151,7 @@ def test_wrong_nss_password(lab: Lab, tmp_path: Path) -> None:
     right = pwfile.read_text()
     pwfile.write_text(f"NSS Certificate DB:{WRONG}\n")
     try:
-        with ProcWatch(PASSWORD, WRONG) as watch:
+        with ProcWatch(tmp_path, PASSWORD, WRONG) as watch:
             result = run(host, "renew", "--force")
     finally:
         pwfile.write_text(right)
