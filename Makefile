@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 LAB ?= $(CURDIR)/.lab/demo
 
 DEB_PACKAGES := pebble bind9 bind9-utils bind9-dnsutils unbound libnss3-tools libreswan \
-                nginx iproute2 nftables procps openssl ca-certificates python3-venv systemd
+                nginx iproute2 nftables procps openssl ca-certificates python3-venv systemd \
+                libfaketime
 
 .PHONY: deps deb-deps venv demo test lint typecheck unit lab-up lab-down bench clean
 

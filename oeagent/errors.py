@@ -80,6 +80,12 @@ class NssError(OeagentError):
     """An NSS database operation (certutil, pk12util) failed."""
 
 
+class NssLockedError(NssError):
+    """Another process holds the NSS database locked: try again later (exit 75)."""
+
+    exit_code = EX_TEMPFAIL
+
+
 class PlutoError(OeagentError):
     """pluto could not be told about a change."""
 

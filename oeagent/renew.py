@@ -35,6 +35,10 @@ class BackingOff(OeagentError):
     exit_code = EX_TEMPFAIL
 
 
+class ClockBehind(OeagentError):
+    """The local clock is before the working certificate's start: nothing is done (exit 1)."""
+
+
 def next_check(config: Config, record: renewstate.RenewalRecord,
                decision: renewal.Decision, now: dt.datetime) -> dt.datetime:
     """When the agent should look again: renewal time, ARI re-check, backoff; at most
@@ -106,6 +110,10 @@ def renew(config: Config, reporter: Reporter, *, force: bool = False, dry_run: b
             reporter.step("recover", f"removed {stale.name}, left by an interrupted run")
         recover_interrupted_swap(config, state, reporter)
         current = certstore.load_current(state)
+        behind = renewal.clock_behind(current, now)
+        if behind is not None:
+            # Before any schedule, CA or NSS work: no order, no swap, no record churns.
+            raise ClockBehind(behind)
         key_pem = state.read_bytes(state.cert_key_path)
         stored_key = keys.load_key_pem(key_pem, "certificate key") if key_pem else None
         record = renewstate.load(state).for_serial(current.serial_hex if current else None)

@@ -26,6 +26,8 @@ from oeagent.keys import PrivateKey, key_algorithm, same_key
 from oeagent.renewstate import AriRecord, RenewalRecord
 
 SHORT_LIFETIME = dt.timedelta(days=10)
+# A clock this far behind a certificate's start is a wrong clock, not NTP-level skew.
+CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,25 @@ def hard_reason(config: Config, cert: StoredCertificate | None, key: PrivateKey 
     if now >= cert.not_after:
         return f"the certificate expired at {cert.not_after.isoformat()}"
     return None
+
+
+def clock_behind(cert: StoredCertificate | None, now: dt.datetime) -> str | None:
+    """Why the local clock must be wrong, when ``cert`` (issued by the CA on its clock) is
+    not valid yet by ours; None otherwise.
+
+    Nothing sensible can be decided then: the certificate would look fresh for as long as
+    the clock is behind, and ``certutil -V`` and pluto on this host reject it as not yet
+    valid. Renewing would not help either, so the caller stops and says so.
+    """
+    if cert is None or now >= cert.not_before - CLOCK_SKEW:
+        return None
+    behind = cert.not_before - now
+    amount = (f"{behind.days} days" if behind.days >= 2
+              else f"{behind.total_seconds() / 3600:.1f} hours")
+    return (f"this host's clock is behind: it says {now.isoformat(timespec='seconds')}, but "
+            f"certificate {cert.serial_hex} is valid only from "
+            f"{cert.not_before.isoformat(timespec='seconds')} (about {amount} later); fix the "
+            "system clock (NTP) and run again. Nothing was changed")
 
 
 def decide(config: Config, cert: StoredCertificate | None, key: PrivateKey | None,

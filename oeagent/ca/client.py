@@ -11,6 +11,7 @@ alone would use certifi's copy, not the system's). Verification can never be tur
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import math
 import socket
@@ -155,9 +156,15 @@ def translated(action: str, url: str) -> Iterator[None]:
         raise
     except requests.exceptions.SSLError as exc:
         log.debug("TLS error talking to %s", url, exc_info=True)
+        reason = _reason(exc)
+        hint = "if it is a private CA, set acme.ca_bundle to its PEM file"
+        if "expired" in reason or "not yet valid" in reason:
+            # Judged by this host's clock: a clock far off looks just like this.
+            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            hint = f"this host's clock says {now}: if that is wrong, fix the clock (NTP)"
         raise AcmeError(
             f"cannot {action}: the certificate of the CA at {_host(url)} is not trusted "
-            f"({_reason(exc)}); if it is a private CA, set acme.ca_bundle to its PEM file"
+            f"({reason}); {hint}"
         ) from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         log.debug("network error talking to %s", url, exc_info=True)

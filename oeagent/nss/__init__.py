@@ -1,19 +1,16 @@
 """pluto's NSS database: trust anchors and the host identity under a stable nickname.
 
-``database`` wraps certutil/pk12util; ``swap`` replaces the identity without duplicates or
-orphaned keys and with a rollback (see its docstring for the journaled swap).
+``database`` is one database (listing, verifying, the primitive deletes and imports), built
+on ``tools`` (running certutil/pk12util, explaining their failures), ``password`` (the
+database password, handed over as a file), ``certs`` (fingerprints and key ids) and
+``anchors`` (trust anchors). ``swap`` replaces the identity without duplicates or orphaned
+keys: ``rehearsal`` tries it on a copy first, ``journal`` backs up, records and restores so
+a killed swap can be finished or undone, ``identity`` holds the checks around it.
 """
 
-from oeagent.nss.database import (
-    ANCHOR_TRUST,
-    CertEntry,
-    KeyEntry,
-    NssDatabase,
-    fingerprint,
-    is_ca,
-    key_id,
-    load_pem_bundle,
-)
+from oeagent.nss.anchors import ANCHOR_TRUST
+from oeagent.nss.certs import fingerprint, is_ca, key_id, load_pem_bundle
+from oeagent.nss.database import CertEntry, KeyEntry, NssDatabase
 from oeagent.nss.password import parse_password_file
 from oeagent.nss.swap import IdentityKey, InstallResult, install_identity, recover
 

@@ -2,14 +2,13 @@
 
 Only what oeagent needs: create the database, list certificates and keys, add trust anchors,
 verify a certificate, and the primitive deletes and imports that ``oeagent.nss.swap`` builds
-the safe identity replacement from. Certificates are matched by SHA-256 fingerprint and keys
-by NSS's key id (CKA_ID), never by name: NSS files every certificate with the same subject
-under one nickname, whatever name it was given.
+the safe identity replacement from. Certificates are matched by fingerprint and keys by
+key id (``oeagent.nss.certs``); running the tools and explaining their failures is
+``oeagent.nss.tools``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -20,12 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from oeagent import fsio, proc
 from oeagent.errors import NssError
+from oeagent.nss import anchors, tools
+from oeagent.nss.certs import fingerprint, key_id, load_pem_bundle, pem
 from oeagent.nss.password import password_file, private_temp_file, read_password_file
 from oeagent.secrets import Secret
 
@@ -34,12 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ANCHOR_TRUST = "CT,,"
 # certutil -L: the nickname padded to a column, then SSL,S/MIME,JAR/XPI trust flags.
 _CERT_LINE = re.compile(r"^(?P<nick>\S.*?)\s+(?P<trust>[A-Za-z]*,[A-Za-z]*,[A-Za-z]*)\s*$")
 # certutil -K: "< 0> ec       3c10...0010   oeagent"
 _KEY_LINE = re.compile(r"^<\s*\d+>\s+(?P<type>\S+)\s+(?P<id>[0-9a-fA-F]+)\s+(?P<label>.*)$")
-_ANCHOR_NICK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -54,43 +50,6 @@ class KeyEntry:
     """NSS CKA_ID, lower-case hex: SHA-1 of the EC point or RSA modulus."""
     key_type: str
     label: str
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def key_id(cert: x509.Certificate) -> str:
-    """The CKA_ID NSS gives the private key of ``cert`` (how certutil -K names keys)."""
-    public = cert.public_key()
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        raw = public.public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-    elif isinstance(public, rsa.RSAPublicKey):
-        modulus = public.public_numbers().n
-        raw = modulus.to_bytes((modulus.bit_length() + 7) // 8, "big")
-    else:
-        raise NssError(f"unsupported key type {type(public).__name__} (ECDSA or RSA only)")
-    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()
-
-
-def is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
-def load_pem_bundle(data: bytes) -> list[x509.Certificate]:
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise NssError(f"not a PEM certificate bundle: {exc}") from None
-
-
-def _pem(certs: Sequence[x509.Certificate]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
 class NssDatabase:
@@ -117,13 +76,10 @@ class NssDatabase:
 
         The database password goes in through ``-f`` (certutil) or ``-k`` (pk12util).
         """
-        pw_flag = "-f" if tool == "certutil" else "-k"
-        with password_file(self._password) as pw:
-            argv = [tool, *map(str, args), "-d", self.database, pw_flag, str(pw)]
-            result = proc.run(argv, check=False)
-        if check and result.returncode != 0:
-            raise NssError(f"{what} failed: {_reason(result)}")
-        return result
+        return tools.run_tool(tool, args, self.database, self._password, what, check=check)
+
+    def _failure(self, what: str, result: subprocess.CompletedProcess[str]) -> NssError:
+        return tools.failure(what, result, self.database, has_password=self._password is not None)
 
     # -- creation ----------------------------------------------------------------------
 
@@ -144,7 +100,7 @@ class NssDatabase:
             secret = ["-f", str(pw)] if self._password is not None else ["--empty-password"]
             result = proc.run(["certutil", "-N", "-d", self.database, *secret], check=False)
         if result.returncode != 0:
-            raise NssError(f"creating the NSS database {self.database} failed: {_reason(result)}")
+            raise self._failure(f"creating the NSS database {self.database}", result)
         log.info("created NSS database %s", self.database)
         return True
 
@@ -171,11 +127,12 @@ class NssDatabase:
 
     def certificates(self, nickname: str) -> list[x509.Certificate]:
         """All certificates filed under ``nickname``, newest-imported order not guaranteed."""
-        result = self.run("certutil", ["-L", "-n", nickname, "-a"], "", check=False)
+        what = f"reading the certificates of {nickname!r}"
+        result = self.run("certutil", ["-L", "-n", nickname, "-a"], what, check=False)
         if result.returncode != 0:
             if "Could not find cert" in result.stderr:
                 return []
-            raise NssError(f"reading the certificates of {nickname!r} failed: {_reason(result)}")
+            raise self._failure(what, result)
         return load_pem_bundle(result.stdout.encode("ascii"))
 
     def fingerprints(self, nickname: str) -> list[str]:
@@ -185,14 +142,14 @@ class NssDatabase:
         return [e.trust for e in self.list_certificates() if e.nickname == nickname]
 
     def keys(self) -> list[KeyEntry]:
-        result = self.run("certutil", ["-K"], "", check=False)
+        result = self.run("certutil", ["-K"], "listing the private keys", check=False)
         keys = []
         for line in result.stdout.splitlines():
             match = _KEY_LINE.match(line.strip())
             if match:
                 keys.append(KeyEntry(match["id"].lower(), match["type"], match["label"].strip()))
         if result.returncode != 0 and "no keys found" not in result.stdout + result.stderr:
-            raise NssError(f"listing the private keys failed: {_reason(result)}")
+            raise self._failure("listing the private keys", result)
         return keys
 
     def key_ids(self) -> set[str]:
@@ -216,51 +173,17 @@ class NssDatabase:
                 return nick
         return None
 
-    # -- trust anchors -----------------------------------------------------------------
+    # -- trust anchors (oeagent.nss.anchors) -------------------------------------------
 
     def add_trust_anchor(self, cert: x509.Certificate, nickname: str | None = None) -> bool:
-        """Trust ``cert`` as a CA for pluto (``CT,,``); False if it already was.
-
-        A certificate already present under another nickname keeps that nickname (NSS
-        files by subject); only its trust is set.
-        """
-        if not is_ca(cert):
-            raise NssError(
-                f"refusing to add {cert.subject.rfc4514_string() or 'a certificate'} as a trust "
-                "anchor: it is not a CA certificate (basicConstraints CA:TRUE is missing)"
-            )
-        present = self.nickname_of(cert)
-        if present is not None:
-            before = self.trust(present)
-            if all(_trusted_ca(t) for t in before):
-                return False
-            # certutil -A on a certificate already present sets the trust of exactly that
-            # certificate (-M would pick one by nickname, and cross-signed roots share one).
-            self.add_certificate(cert, present, ANCHOR_TRUST)
-            return self.trust(present) != before
-        nick = nickname or anchor_nickname(cert)
-        with private_temp_file(_pem([cert])) as pem:
-            self.run(
-                "certutil",
-                ["-A", "-n", nick, "-t", ANCHOR_TRUST, "-a", "-i", pem],
-                f"adding trust anchor {nick!r}",
-            )
-        log.info("added trust anchor %r (%s)", nick, fingerprint(cert)[:16])
-        return True
+        """See ``oeagent.nss.anchors.add_trust_anchor``."""
+        return anchors.add_trust_anchor(self, cert, nickname)
 
     def add_trust_anchors(self, certs: Sequence[x509.Certificate]) -> int:
-        """Add every certificate of a bundle; the number newly added or newly trusted."""
-        non_ca = [c.subject.rfc4514_string() for c in certs if not is_ca(c)]
-        if non_ca:  # refuse the whole bundle before changing anything
-            raise NssError(f"the trust anchor bundle holds non-CA certificates: {non_ca}")
-        return sum(self.add_trust_anchor(c) for c in certs)
+        return anchors.add_trust_anchors(self, certs)
 
     def add_trust_anchor_bundle(self, path: Path) -> int:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise NssError(f"cannot read trust anchor bundle {path}: {exc.strerror}") from None
-        return self.add_trust_anchors(load_pem_bundle(data))
+        return anchors.add_trust_anchor_bundle(self, path)
 
     # -- verification ------------------------------------------------------------------
 
@@ -289,10 +212,10 @@ class NssDatabase:
         )
 
     def add_certificate(self, cert: x509.Certificate, nickname: str, trust: str) -> None:
-        with private_temp_file(_pem([cert])) as pem:
+        with private_temp_file(pem([cert])) as pem_file:
             self.run(
                 "certutil",
-                ["-A", "-n", nickname, "-t", trust, "-a", "-i", pem],
+                ["-A", "-n", nickname, "-t", trust, "-a", "-i", pem_file],
                 f"adding a certificate under {nickname!r}",
             )
 
@@ -353,25 +276,3 @@ class NssDatabase:
 
         return swap.recover(self, work_dir)
 
-
-def anchor_nickname(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    common_name = str(names[0].value) if names else ""
-    if _ANCHOR_NICK.fullmatch(common_name):
-        return common_name
-    return f"oeagent-anchor-{fingerprint(cert)[:16]}"
-
-
-def _trusted_ca(trust: str) -> bool:
-    ssl_flags = trust.split(",")[0]
-    return "C" in ssl_flags and "T" in ssl_flags
-
-
-def _reason(result: subprocess.CompletedProcess[str]) -> str:
-    """certutil's reason: the last meaningful line it printed (never our own input)."""
-    lines = [
-        line.strip()
-        for line in (result.stderr + "\n" + result.stdout).splitlines()
-        if line.strip() and not line.startswith("certutil: Checking token")
-    ]
-    return lines[-1] if lines else f"exit status {result.returncode}"

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from lab import Lab
 from oeagent import config as config_module
+from oeagent.nss import parse_password_file
 from tests.integration.publish_support import fresh_name, our_records
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,6 +128,8 @@ class Host:
         text = self.lab.info.tsig_key_file.read_text()
         tsig = text.split('secret "', 1)[1].split('"', 1)[0]
         out = [tsig]
+        if self.config.nss.password_file is not None:  # the NSS database's password
+            out.append(parse_password_file(self.config.nss.password_file.read_text()))
         for pem in self.state.rglob("*.pem"):
             body = pem.read_text()
             if "PRIVATE KEY" in body:
@@ -282,7 +285,9 @@ def nss_certs(host: Host) -> list[str]:
 
 
 def nss_keys(host: Host) -> list[str]:
-    proc = subprocess.run(["certutil", "-K", "-d", host.config.nss.database],
+    pwfile = host.config.nss.password_file
+    password = ["-f", str(pwfile)] if pwfile is not None else []
+    proc = subprocess.run(["certutil", "-K", "-d", host.config.nss.database, *password],
                           capture_output=True, text=True, input="", check=False)
     return [line for line in proc.stdout.splitlines() if line.startswith("<")]
 

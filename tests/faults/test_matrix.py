@@ -11,10 +11,12 @@ from pathlib import Path
 
 from tests.faults import (  # noqa: F401  (importing registers their faults)
     test_ca_faults,
+    test_clock_faults,
     test_dns_faults,
     test_hostile_input,
     test_https_faults,
     test_local_faults,
+    test_nss_password,
 )
 from tests.faults.harness import MATRIX, Fault
 

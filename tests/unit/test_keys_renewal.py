@@ -89,3 +89,15 @@ def test_certstore_pointer_written_last(tmp_path: Path) -> None:
     (state.cert_dir(first.serial_hex) / "cert.pem").unlink()
     with pytest.raises(StateError, match="incomplete"):
         load_current(state)
+
+
+def test_clock_behind_only_past_ntp_skew() -> None:
+    key = keys.generate_key("ecdsa-p256")
+    cert = StoredCertificate(make_cert(key, ["a.example"], NOW, dt.timedelta(days=90)), ())
+    assert renewal.clock_behind(None, NOW) is None
+    assert renewal.clock_behind(cert, NOW) is None
+    assert renewal.clock_behind(cert, NOW - dt.timedelta(minutes=4)) is None  # NTP-level skew
+    hours = renewal.clock_behind(cert, NOW - dt.timedelta(hours=3))
+    assert hours is not None and "about 3.0 hours later" in hours
+    days = renewal.clock_behind(cert, NOW - dt.timedelta(days=365))
+    assert days is not None and "clock is behind" in days and "about 365 days later" in days
