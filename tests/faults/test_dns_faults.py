@@ -42,7 +42,8 @@ def test_unbound_silent_during_verify(host: Host, lab: Lab) -> None:
     # The reason is in the message, and publish.verify_timeout bounds the wait (it was one
     # resolver timeout per rrset, 12 s here, and the message said only "not visible").
     assert "UNREACHABLE" in result.error and "#" in result.error, result.error
-    assert result.seconds < 2 + 2.5, result.seconds
+    # Slack for start-up on a loaded machine; the unbounded wait this guards against was 12 s.
+    assert result.seconds < 2 + 8, result.seconds
     host.reconfigure({"publish.mode": "testing"})
     converges(host, "publish", prior=prior)
 
@@ -55,7 +56,7 @@ def test_unbound_down_for_verify(host: Host, lab: Lab) -> None:
     result = run(host, "publish", "--verify")
     survived(host, result, prior, exit_codes={1, 69})
     assert "UNREACHABLE" in result.error and "#9" in result.error, result.error
-    assert result.seconds < 1 + 2.5, result.seconds
+    assert result.seconds < 1 + 8, result.seconds  # start-up slack, as above
     host.reconfigure({})
     converges(host, "publish", prior=prior)
 
