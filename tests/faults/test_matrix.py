@@ -10,8 +10,11 @@ import re
 from pathlib import Path
 
 from tests.faults import (  # noqa: F401  (importing registers their faults)
+    test_bind_killed,
+    test_ca_errors,
     test_ca_faults,
     test_dns_faults,
+    test_eab,
     test_hostile_input,
     test_https_faults,
     test_local_faults,
