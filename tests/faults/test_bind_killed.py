@@ -52,8 +52,9 @@ def whole_txt(records: dict[str, dict[str, int]]) -> None:
 
 
 @fault("BIND killed (SIGKILL) the moment publish has planned its update", "publish",
-       "the update is refused (exit 69 naming the DNS server, no record changed) or was "
-       "applied whole, never half; BIND restarted on the same files, a rerun converges")
+       "exit 69 naming the DNS server (connection reset, or closed without an answer), or "
+       "exit 1 if the update went in first; the records are the old set or the new one, "
+       "never half; BIND restarted on the same files, a rerun converges")
 def test_bind_killed_as_publish_sends_its_update(host: Host, lab: Lab) -> None:
     prior = before(host)
     host.reconfigure({"publish.mode": "testing", "publish.verify_timeout": 2})
@@ -61,13 +62,14 @@ def test_bind_killed_as_publish_sends_its_update(host: Host, lab: Lab) -> None:
         # The records were read; the update goes out next, racing the kill.
         result = run_until(host, "[plan]", lambda: lab.kill("named"), "publish")
         survived(host, result, prior, exit_codes={1, 69}, error="", dns_changed=True)
+    # Reset before BIND read the update: not applied. Killed after reading it (the
+    # connection closes without an answer: that was an internal error, EOFError): maybe
+    # applied. Either way the records are the old set or the new one, whole.
     records = host.records()
     whole_txt(records)
-    if result.code == 69 and "verif" not in result.error:
-        assert records == prior.records, "a refused update changed records"
     host.reconfigure({"publish.mode": "testing"})
     converges(host, "publish", prior=prior)
-    whole_txt(host.records())
+    assert records in (prior.records, host.records()), "a half-applied update"
 
 
 @fault("BIND killed (SIGKILL) right after acknowledging publish's update", "publish",
@@ -102,7 +104,9 @@ def test_bind_killed_during_dns01(host: Host, lab: Lab, command: str) -> None:
     # PEBBLE_AUTHZREUSE=0, and then no TXT record would be needed at all.
     second = fresh_name(lab)
     names = [host.name, second]
-    host.reconfigure({"challenge.type": "dns-01", "host.names": names})
+    # A short propagation_timeout: the run waits that long for the dead server's answer.
+    host.reconfigure({"challenge.type": "dns-01", "host.names": names,
+                      "challenge.dns.propagation_timeout": 2})
     with named_comes_back(lab):
         result = run_until(host, "[challenge] published TXT", lambda: lab.kill("named"),
                            command, "--force")
