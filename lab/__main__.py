@@ -18,8 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir", type=Path, help="the lab directory (created if missing)")
     parser.add_argument("--cert-validity", type=int, metavar="SECONDS",
                         help="lifetime of the certificates Pebble issues (default: Pebble's)")
+    parser.add_argument("--eab", action="store_true",
+                        help="Pebble requires External Account Binding; the key id and HMAC "
+                             "key (DIR/eab.key) are in DIR/oeagent.toml")
     args = parser.parse_args(argv)
-    lab = Lab(args.dir, cert_validity_seconds=args.cert_validity)
+    lab = Lab(args.dir, cert_validity_seconds=args.cert_validity, eab=args.eab)
     started = time.monotonic()
     try:
         if args.action == "up":
@@ -31,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  BIND             127.0.0.1:{info.bind_port}  zones {info.zone} (signed), "
                   f"{info.plain_zone}; TSIG {info.tsig_key_name} in {info.tsig_key_file}")
             print(f"  unbound          127.0.0.1:{info.unbound_port}  (validating)")
+            if info.eab_kid:
+                print(f"  EAB required     key id {info.eab_kid}, HMAC key in "
+                      f"{info.eab_key_file}")
             print(f"  oeagent config   {info.config_path}")
         elif args.action == "down":
             lab.down()

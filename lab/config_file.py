@@ -113,8 +113,14 @@ def lab_settings(
     address: str = "127.0.0.1",
     unbound_port: int = 53,
     https_port: int = 443,
+    eab_kid: str | None = None,
+    eab_key_file: Path | None = None,
 ) -> Table:
-    """The lab config; ``root`` holds everything oeagent writes (state, NSS, webroot, pluto)."""
+    """The lab config; ``root`` holds everything oeagent writes (state, NSS, webroot, pluto).
+    With ``eab_kid`` and ``eab_key_file`` (a lab whose Pebble requires External Account
+    Binding) the acme table binds new accounts with them."""
+    eab = ({"eab_kid": eab_kid, "eab_hmac_key_file": str(eab_key_file)}
+           if eab_kid and eab_key_file else {})
     return {
         "state_dir": str(root / "state"),
         "lock_timeout": 10,
@@ -126,6 +132,7 @@ def lab_settings(
             "ca_bundle": str(ca_bundle),
             "network_timeout": 10,
             "order_timeout": 30,
+            **eab,
         },
         "challenge": {
             "type": "http-01",

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from lab.webroot import WebrootServer, serve_directory
 
 STATE_FILE = "lab.json"
 DAEMONS = ("named", "pebble", "unbound")
+EAB_KID = "oeagent-lab-eab"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class LabInfo:
     cert_validity_seconds: int | None
     namespace: str | None = None
     """The network namespace the lab runs in (None: the root namespace, on loopback)."""
+    eab_kid: str | None = None
+    """With ``Lab(eab=True)``: Pebble requires External Account Binding with this key id..."""
+    eab_key_file: Path | None = None
+    """...and this HMAC key (base64url, 0600); the lab's oeagent.toml uses both."""
 
     def to_json(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self).items()
@@ -78,18 +83,32 @@ class LabInfo:
     def from_json(cls, data: Mapping[str, Any]) -> LabInfo:
         values: dict[str, Any] = {}
         for fld in dataclasses.fields(cls):
+            if fld.name not in data and fld.default is not dataclasses.MISSING:
+                continue  # a lab.json written before the field existed
             value = data[fld.name]
-            values[fld.name] = Path(value) if fld.type in ("Path", Path) else value
+            is_path = fld.type in ("Path", Path, "Path | None")
+            values[fld.name] = Path(value) if is_path and value is not None else value
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class PebbleSettings:
+    """Pebble settings a test asks for on one restart (``Lab.restart_pebble_with``)."""
+
+    eab_keys: Mapping[str, str] | None = None
+    domain_blocklist: tuple[str, ...] = ()
 
 
 class Lab:
     """One lab in ``directory``: ``up()``, ``down()``, ``status()`` and helpers for tests."""
 
     def __init__(self, directory: Path, cert_validity_seconds: int | None = None,
-                 address: str = "127.0.0.1", namespace: str | None = None) -> None:
+                 address: str = "127.0.0.1", namespace: str | None = None,
+                 eab: bool = False) -> None:
         self.dir = Path(directory).resolve()
         self.cert_validity_seconds = cert_validity_seconds
+        # Pebble requires External Account Binding (a key id and HMAC key made at `up`).
+        self.eab = eab
         # Where every service listens: loopback, or the bridge address of a lab.netns
         # network so hosts in namespaces reach the CA, the DNS servers and nginx too.
         self.address = address
@@ -140,7 +159,8 @@ class Lab:
         """Start every service and return once each answers; stop all again on failure."""
         current, daemons = self._load()
         running = daemons and all(is_running(d) for d in daemons.values())
-        if current is not None and running and set(DAEMONS) <= set(daemons):
+        if (current is not None and running and set(DAEMONS) <= set(daemons)
+                and (current.eab_kid is not None) == self.eab):
             if current.cert_validity_seconds != self.cert_validity_seconds:
                 return self._restart_pebble(self.cert_validity_seconds)
             return current
@@ -169,6 +189,8 @@ class Lab:
         bind.write_tsig_key(tsig_file)
         (d / "webroot").mkdir(exist_ok=True)
         (d / "logs").mkdir(exist_ok=True)
+        eab_kid, eab_key_file = (EAB_KID, d / "eab.key") if self.eab else (None, None)
+        eab_keys = {EAB_KID: pebble.write_eab_key(d / "eab.key")} if self.eab else None
         info = LabInfo(
             dir=d,
             acme_directory=f"https://{self.address}:{acme_port}/dir",
@@ -190,6 +212,8 @@ class Lab:
             config_path=d / "oeagent.toml",
             cert_validity_seconds=self.cert_validity_seconds,
             namespace=self.namespace,
+            eab_kid=eab_kid,
+            eab_key_file=eab_key_file,
         )
         daemons: dict[str, Daemon] = {}
 
@@ -206,7 +230,7 @@ class Lab:
             pebble_dir, acme_port=acme_port, management_port=mgmt_port, http_port=http_port,
             tls_port=tls_port, cert=pebble_dir / "https-cert.pem",
             key=pebble_dir / "https-key.pem", validity_seconds=self.cert_validity_seconds,
-            address=self.address,
+            address=self.address, eab_keys=eab_keys,
         )
         pebble_daemon = start("pebble", pebble.argv(pebble_conf, bind_port, self.address),
                               pebble.environment())
@@ -254,18 +278,30 @@ class Lab:
         return self._restart_pebble(cert_validity_seconds)
 
     def _restart_pebble(self, cert_validity_seconds: int | None,
-                        env: Mapping[str, str] | None = None) -> LabInfo:
+                        env: Mapping[str, str] | None = None,
+                        settings: PebbleSettings | None = None) -> LabInfo:
         with in_namespace(self.info.namespace):
-            return self._restart_pebble_here(cert_validity_seconds, env)
+            return self._restart_pebble_here(cert_validity_seconds, env, settings)
 
-    def restart_pebble_with(self, env: Mapping[str, str]) -> LabInfo:
+    def restart_pebble_with(self, env: Mapping[str, str] | None = None, *,
+                            eab_keys: Mapping[str, str] | None = None,
+                            domain_blocklist: Sequence[str] = ()) -> LabInfo:
         """Restart Pebble with extra ``PEBBLE_*`` settings (e.g. ``PEBBLE_WFE_NONCEREJECT``,
-        ``PEBBLE_VA_SLEEPTIME``); ``restart_pebble()`` goes back to the lab's defaults.
-        Pebble forgets everything and makes a new root, as with every restart."""
-        return self._restart_pebble(self.info.cert_validity_seconds, env)
+        ``PEBBLE_VA_SLEEPTIME``), External Account Binding required with ``eab_keys`` (key
+        id -> base64url HMAC key), or names refused (``domain_blocklist``: rejectedIdentifier);
+        ``restart_pebble()`` goes back to the lab's defaults. Pebble forgets everything and
+        makes a new root, as with every restart."""
+        return self._restart_pebble(self.info.cert_validity_seconds, env,
+                                    PebbleSettings(eab_keys, tuple(domain_blocklist)))
+
+    def _lab_eab_keys(self, info: LabInfo) -> dict[str, str] | None:
+        if info.eab_kid is None or info.eab_key_file is None:
+            return None
+        return {info.eab_kid: info.eab_key_file.read_text().strip()}
 
     def _restart_pebble_here(self, cert_validity_seconds: int | None,
-                             env: Mapping[str, str] | None = None) -> LabInfo:
+                             env: Mapping[str, str] | None = None,
+                             settings: PebbleSettings | None = None) -> LabInfo:
         info, daemons = self._load()
         if info is None or "pebble" not in daemons:
             raise LabError(f"no lab is up in {self.dir}")
@@ -281,6 +317,8 @@ class Lab:
             http_port=info.http_port, tls_port=info.tls_port,
             cert=pebble_dir / "https-cert.pem", key=pebble_dir / "https-key.pem",
             validity_seconds=info.cert_validity_seconds, address=info.bind_address,
+            eab_keys=settings.eab_keys if settings else self._lab_eab_keys(info),
+            domain_blocklist=settings.domain_blocklist if settings else (),
         )
         daemon, popen = spawn("pebble", pebble.argv(conf, info.bind_port, info.bind_address),
                               self.dir / "logs" / "pebble.log",
@@ -304,13 +342,14 @@ class Lab:
     @contextlib.contextmanager
     def paused(self, name: str) -> Iterator[None]:
         """SIGSTOP daemon ``name`` (its sockets stay open, nothing answers: slower than any
-        timeout) and SIGCONT it on leaving."""
+        timeout) and SIGCONT it on leaving (unless it was killed meanwhile)."""
         daemon = self._daemon(name)
         os.killpg(daemon.pid, signal.SIGSTOP)
         try:
             yield
         finally:
-            os.killpg(daemon.pid, signal.SIGCONT)
+            if is_running(daemon):
+                os.killpg(daemon.pid, signal.SIGCONT)
 
     def kill(self, name: str) -> None:
         """SIGKILL daemon ``name`` (a crash, not a shutdown); ``restart_pebble`` brings Pebble
@@ -323,6 +362,25 @@ class Lab:
         deadline = time.monotonic() + 10
         while is_running(daemon) and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def restart_named(self, timeout: float = 30) -> None:
+        """Start BIND again after ``kill("named")``, as an operator (or systemd) would: the
+        same named.conf, zone files, journals and keys, none rewritten, so the updates it
+        acknowledged before the crash must come back from its journals and unbound's trust
+        anchor (the DS of the same key) still holds. Returns once the zones are signed."""
+        info, daemons = self._load()
+        if info is None or "named" not in daemons:
+            raise LabError(f"no lab is up in {self.dir}")
+        if is_running(daemons["named"]):
+            raise LabError("named is still running; kill it first")
+        with in_namespace(info.namespace):
+            daemon, popen = spawn("named", bind.argv(self.dir / "bind" / "named.conf"),
+                                  self.dir / "logs" / "named.log", cwd=self.dir, append=True)
+            self._popens["named"] = popen
+            daemons["named"] = daemon
+            self._save(info, daemons)
+            wait_ready(daemon, lambda: bind.zone_is_signed(info.bind_port, info.bind_address),
+                       timeout, "signed zone")
 
     # ---- helpers for tests ---------------------------------------------------------------
 
@@ -396,6 +454,8 @@ class Lab:
             address=info.bind_address,
             unbound_port=info.unbound_port,
             https_port=info.https_port,
+            eab_kid=info.eab_kid,
+            eab_key_file=info.eab_key_file,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(config_file.render(settings, overrides))

@@ -6,9 +6,11 @@ management interface after each start and rewrites pebble-root.pem / pebble-inte
 
 from __future__ import annotations
 
+import base64
 import json
 import os
-from collections.abc import Mapping
+import secrets
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import requests
@@ -25,7 +27,12 @@ def write_config(
     key: Path,
     validity_seconds: int | None,
     address: str = "127.0.0.1",
+    eab_keys: Mapping[str, str] | None = None,
+    domain_blocklist: Sequence[str] = (),
 ) -> Path:
+    """Pebble's JSON config. ``eab_keys`` (key id -> base64url HMAC key): External Account
+    Binding is then required for every new account; ``domain_blocklist``: names (and the
+    names below them) Pebble refuses with ``rejectedIdentifier``."""
     pebble_dir.mkdir(parents=True, exist_ok=True)
     settings: dict[str, object] = {
         "listenAddress": f"{address}:{acme_port}",
@@ -35,13 +42,29 @@ def write_config(
         "httpPort": http_port,
         "tlsPort": tls_port,
         "ocspResponderURL": "",
-        "externalAccountBindingRequired": False,
+        "externalAccountBindingRequired": bool(eab_keys),
     }
+    if eab_keys:
+        settings["externalAccountMACKeys"] = dict(eab_keys)
+    if domain_blocklist:
+        settings["domainBlocklist"] = list(domain_blocklist)
     if validity_seconds is not None:
         settings["certificateValidityPeriod"] = validity_seconds
     conf = pebble_dir / "pebble-config.json"
+    conf.touch(mode=0o600, exist_ok=True)
+    conf.chmod(0o600)  # it may hold EAB keys
     conf.write_text(json.dumps({"pebble": settings}, indent=2) + "\n")
     return conf
+
+
+def write_eab_key(path: Path) -> str:
+    """A fresh 256-bit EAB HMAC key, written to ``path`` (0600) as a CA hands it out:
+    unpadded base64url (what Pebble's externalAccountMACKeys takes, and oeagent reads)."""
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode("ascii")
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(key + "\n")
+    return key
 
 
 def argv(conf: Path, dns_port: int, address: str = "127.0.0.1") -> list[str]:

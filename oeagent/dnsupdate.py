@@ -195,6 +195,12 @@ def send_update(server: Server, msg: dns.update.UpdateMessage) -> None:
         raise DnsUpdateError(
             f"DNS server {server} did not answer the update within {server.timeout:g} s"
         ) from None
+    except EOFError:
+        # dnspython's word for a TCP connection closed before the reply (not an OSError):
+        # the server died or dropped us, after the update may or may not have been applied.
+        raise DnsUpdateError(
+            f"DNS server {server} closed the connection without answering the update"
+        ) from None
     except (OSError, dns.exception.DNSException) as exc:
         raise DnsUpdateError(f"cannot send the DNS update to {server}: {exc}") from None
     rcode = response.rcode()
@@ -218,7 +224,8 @@ def query(server: Server, name: dns.name.Name,
     try:
         response, _ = dns.query.udp_with_fallback(request, server.address, port=server.port,
                                                   timeout=server.timeout)
-    except (OSError, dns.exception.DNSException) as exc:
+    except (OSError, EOFError, dns.exception.DNSException) as exc:
+        # EOFError: a truncated reply's TCP retry met a closed connection.
         raise DnsUpdateError(f"cannot query {name} {dns.rdatatype.to_text(rdtype)} at "
                              f"{server}: {exc}") from None
     return response

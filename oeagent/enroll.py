@@ -22,7 +22,7 @@ from typing import Any
 from oeagent import certstore, hooks, keys, renewal, renewstate
 from oeagent.config import Config
 from oeagent.deploy import DeployResult, deploy_to_nss, is_deployed, recover_interrupted_swap
-from oeagent.errors import StateError
+from oeagent.errors import OeagentError, StateError
 from oeagent.fsio import PRIVATE_FILE
 from oeagent.report import Reporter
 from oeagent.state import StateDir
@@ -86,6 +86,20 @@ def deploy_and_run_hooks(
     return result, hooks.run_post_deploy(config, state, cert, event, previous_serial, reporter)
 
 
+def recover_dns01_leftovers(config: Config, state: StateDir, reporter: Reporter) -> None:
+    """Delete the dns-01 TXT records an interrupted run recorded but could not delete
+    (``oeagent/ca/dns01.py``); a failure to do so is reported, and never fails this run."""
+    if not (state.root / "dns01-pending.json").exists():
+        return
+    from oeagent.ca import dns01  # dnspython only when there is something to do
+
+    try:
+        dns01.remove_leftovers(config.challenge.dns, state, reporter)
+    except OeagentError as exc:
+        reporter.step("recover", f"could not remove the dns-01 TXT records an interrupted "
+                      f"run left: {exc}", ok=False)
+
+
 def load_or_create_key(
     config: Config, state: StateDir, reporter: Reporter, *, fresh: bool
 ) -> keys.PrivateKey:
@@ -132,6 +146,7 @@ def enroll(
         for stale in state.remove_stale_temp_files():
             reporter.step("recover", f"removed {stale.name}, left by an interrupted run")
         recover_interrupted_swap(config, state, reporter)
+        recover_dns01_leftovers(config, state, reporter)
         current = certstore.load_current(state)
         stored_key_pem = state.read_bytes(state.cert_key_path)
         stored_key = (

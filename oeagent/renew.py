@@ -21,7 +21,13 @@ import random
 from oeagent import certstore, keyroll, keys, renewal, renewstate
 from oeagent.config import Config
 from oeagent.deploy import is_deployed, recover_interrupted_swap
-from oeagent.enroll import Critical, EnrollResult, deploy_and_run_hooks, load_or_create_key
+from oeagent.enroll import (
+    Critical,
+    EnrollResult,
+    deploy_and_run_hooks,
+    load_or_create_key,
+    recover_dns01_leftovers,
+)
 from oeagent.errors import EX_TEMPFAIL, AcmeError, OeagentError, StateError
 from oeagent.report import Reporter
 from oeagent.state import StateDir
@@ -109,6 +115,7 @@ def renew(config: Config, reporter: Reporter, *, force: bool = False, dry_run: b
         for stale in state.remove_stale_temp_files():  # as enroll: a killed run's leftovers
             reporter.step("recover", f"removed {stale.name}, left by an interrupted run")
         recover_interrupted_swap(config, state, reporter)
+        recover_dns01_leftovers(config, state, reporter)
         current = certstore.load_current(state)
         behind = renewal.clock_behind(current, now)
         if behind is not None:

@@ -111,7 +111,7 @@ def issue_certificate(config: Config, state: StateDir, cert_key: PrivateKey,
 
     tasks = order.tasks_for(orderr, config.challenge.type, account.key)
     if tasks:
-        with order.challenge_setup(config.challenge, tasks, reporter):
+        with order.challenge_setup(config.challenge, tasks, reporter, state):
             order.answer_and_wait(client, tasks, deadline, reporter, config.challenge.type)
     else:
         reporter.step("validated", "every identifier is already authorized (reused)")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy import b64
 from josepy.jwk import JWKEC
 
-from oeagent.ca.client import translated
+from oeagent.ca.client import problem_text, translated
 from oeagent.config import AcmeConfig
 from oeagent.errors import AcmeError
 from oeagent.keys import generate_key, key_to_pem, load_key_pem
@@ -61,7 +61,7 @@ def ensure_account(config: AcmeConfig, state: StateDir, client: acme_client.Clie
 
     # A key we already had may own an account even if account.json was never written.
     if not key_is_new:
-        existing = _find_existing(client, record)
+        existing = _find_existing(client, record, state.account_dir(directory_url))
         if existing is not None:
             if record is None or record.get("url") != existing.uri:
                 _save(state, record_path, directory_url, existing)
@@ -76,8 +76,8 @@ def ensure_account(config: AcmeConfig, state: StateDir, client: acme_client.Clie
     return Account(regr.uri, key, created=True)
 
 
-def _find_existing(client: acme_client.ClientV2,
-                   record: dict[str, Any] | None) -> messages.RegistrationResource | None:
+def _find_existing(client: acme_client.ClientV2, record: dict[str, Any] | None,
+                   where: Path) -> messages.RegistrationResource | None:
     """Ask the CA which account our key owns (RFC 8555 §7.3.1 onlyReturnExisting).
 
     One request even when account.json is there: it proves the account still exists and is
@@ -95,6 +95,13 @@ def _find_existing(client: acme_client.ClientV2,
         except messages.Error as exc:
             if exc.code == "accountDoesNotExist":
                 return None  # e.g. a test CA was reset: register again with this key
+            if exc.code == "unauthorized" and "deactivated" in str(exc.detail):
+                # Final at the CA (RFC 8555 §7.3.6): only a new key makes a new account.
+                raise AcmeError(
+                    f"cannot use the ACME account: the CA said: {problem_text(exc)}; the "
+                    f"account of the key in {where} is deactivated for good: move that "
+                    "directory aside and run again to register a new account",
+                    code=exc.code) from None
             raise
 def _register(config: AcmeConfig, client: acme_client.ClientV2) -> messages.RegistrationResource:
     meta = client.directory.meta
@@ -122,13 +129,23 @@ def _register(config: AcmeConfig, client: acme_client.ClientV2) -> messages.Regi
         email=config.email, terms_of_service_agreed=(bool(tos) and config.agree_tos) or None,
         external_account_binding=eab,
     )
-    with translated("register an ACME account", client.directory["newAccount"]):
-        try:
-            return client.new_account(new)
-        except acme_errors.ConflictError as conflict:
-            # The key already owns an account (another run won a race): adopt it.
-            existing = messages.RegistrationResource(uri=conflict.location, body=new)
-            return client.query_registration(existing)
+    try:
+        with translated("register an ACME account", client.directory["newAccount"]):
+            try:
+                return client.new_account(new)
+            except acme_errors.ConflictError as conflict:
+                # The key already owns an account (another run won a race): adopt it.
+                existing = messages.RegistrationResource(uri=conflict.location, body=new)
+                return client.query_registration(existing)
+    except AcmeError as exc:
+        if eab is None or exc.code not in ("unauthorized", "malformed", "badPublicKey"):
+            raise
+        # The CA's words ("JWS verification error") do not say which setting is wrong.
+        assert config.eab_hmac_key is not None
+        raise AcmeError(
+            f"{exc}; the CA did not accept the External Account Binding: check acme.eab_kid "
+            f"({config.eab_kid}) and the HMAC key in {config.eab_hmac_key.source}",
+            code=exc.code, retry_after=exc.retry_after) from None
 
 
 def _save(state: StateDir, path: Path, directory_url: str,

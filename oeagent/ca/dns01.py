@@ -5,6 +5,11 @@ told to look: an inline-signing BIND acknowledges an update a few milliseconds b
 serves the re-signed answer, and a CA that looks in that gap fails the order. Afterwards,
 also on failure, exactly the values we added are deleted: other TXT records at the same name
 (another client's challenge, a second host validating the same name) are left alone.
+
+What we add is written to ``STATE/dns01-pending.json`` BEFORE the update is sent and removed
+once the records are deleted again. A run that could not delete them (the server crashed
+after accepting the update, the run was killed) leaves that file, and the next enroll or
+renew deletes exactly those values first: a crash never leaves challenge records for good.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import dns.name
 import dns.rdataclass
@@ -23,6 +29,7 @@ from oeagent import dnsupdate
 from oeagent.config import DnsChallengeConfig
 from oeagent.errors import DnsUpdateError
 from oeagent.report import Reporter
+from oeagent.state import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +59,56 @@ def _zone_for(config: DnsChallengeConfig, server: dnsupdate.Server,
     return dnsupdate.find_zone(server, name)
 
 
+def pending_path(state: StateDir) -> Path:
+    return state.root / "dns01-pending.json"
+
+
+Added = list[tuple[dns.name.Name, list[dns.rrset.RRset]]]
+
+
+def _remember(state: StateDir | None, added: Added) -> None:
+    if state is None:
+        return
+    state.write_json(pending_path(state), {"zones": [
+        {"zone": _text(zone),
+         "records": {_text(r.name): sorted(rd.to_text() for rd in r) for r in rrsets}}
+        for zone, rrsets in added]})
+
+
+def _recall(document: dict[str, object]) -> Added:
+    added: Added = []
+    zones = document.get("zones")
+    for entry in zones if isinstance(zones, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("records"), dict):
+            continue
+        zone = dns.name.from_text(str(entry["zone"]))
+        rrsets = [dns.rrset.from_text_list(dns.name.from_text(owner), 0, "IN", "TXT",
+                                           [str(v) for v in values])
+                  for owner, values in entry["records"].items() if isinstance(values, list)]
+        added.append((zone, rrsets))
+    return added
+
+
+def remove_leftovers(config: DnsChallengeConfig, state: StateDir, reporter: Reporter) -> None:
+    """Delete the TXT records an earlier run added and could not delete (call with the
+    lock held). If the server still cannot take the delete, say so and keep the record."""
+    document = state.read_json(pending_path(state))
+    if document is None:
+        return
+    if _remove(server_for(config), _recall(document), reporter, what="left by an interrupted "
+               "run"):
+        with contextlib.suppress(FileNotFoundError):
+            pending_path(state).unlink()
+
+
 @contextlib.contextmanager
 def published(config: DnsChallengeConfig, records: Mapping[str, set[str]],
-              reporter: Reporter) -> Iterator[None]:
-    """Publish ``records`` (owner name -> TXT values) for the duration of the block."""
+              reporter: Reporter, state: StateDir | None = None) -> Iterator[None]:
+    """Publish ``records`` (owner name -> TXT values) for the duration of the block;
+    with ``state``, what is added is remembered there until it is deleted again."""
+    # Leftovers enroll and renew could not delete stay remembered with ours, never dropped.
+    document = state.read_json(pending_path(state)) if state is not None else None
+    earlier = _recall(document) if document else []
     server = server_for(config)
     by_zone: dict[dns.name.Name, list[dns.rrset.RRset]] = {}
     for owner, values in records.items():
@@ -63,9 +116,11 @@ def published(config: DnsChallengeConfig, records: Mapping[str, set[str]],
         by_zone.setdefault(_zone_for(config, server, name), []).append(
             txt_rrset(name, config.ttl, values))
 
-    added: list[tuple[dns.name.Name, list[dns.rrset.RRset]]] = []
+    added: Added = []
     try:
         for zone, rrsets in by_zone.items():
+            # Remembered before sending: the server may apply the update and die unanswered.
+            _remember(state, [*earlier, *added, (zone, rrsets)])
             dnsupdate.apply(server, zone, [dnsupdate.Change("add", r) for r in rrsets])
             added.append((zone, rrsets))
             for rrset in rrsets:
@@ -82,22 +137,35 @@ def published(config: DnsChallengeConfig, records: Mapping[str, set[str]],
                               owner=_text(rrset.name), waited_ms=round(waited * 1000))
         yield
     finally:
-        _remove(server, added, reporter)
+        # With a record, every zone an update was sent to, answered or not: it may have
+        # been applied (deleting values that are not there changes nothing).
+        document = state.read_json(pending_path(state)) if state is not None else None
+        sent = _recall(document) if document else [*earlier, *added]
+        if _remove(server, sent, reporter) and state is not None:
+            with contextlib.suppress(FileNotFoundError):
+                pending_path(state).unlink()
 
 
-def _remove(server: dnsupdate.Server, added: list[tuple[dns.name.Name, list[dns.rrset.RRset]]],
-            reporter: Reporter) -> None:
+def _remove(server: dnsupdate.Server, added: Added, reporter: Reporter,
+            what: str = "") -> bool:
+    """Delete exactly ``added``; True if every zone's delete was accepted."""
+    removed = True
     for zone, rrsets in added:
         try:
             dnsupdate.apply(server, zone, [dnsupdate.Change("delete", r) for r in rrsets])
         except DnsUpdateError as exc:
-            # Never mask the error that got us here; a stale TXT is harmless, so say it and go on.
+            # Never mask the error that got us here; a stale TXT is harmless, so say it and go
+            # on: the pending record lets the next run delete it.
             log.warning("could not remove the dns-01 TXT records: %s", exc)
-            reporter.step("cleanup", f"could not remove TXT records in {_text(zone)}: {exc}",
+            reporter.step("cleanup", f"could not remove TXT records in {_text(zone)}"
+                          f"{' ' + what if what else ''}: {exc}",
                           ok=False, names=[_text(r.name) for r in rrsets])
+            removed = False
         else:
-            reporter.step("cleanup", f"removed the dns-01 TXT records in {_text(zone)}",
+            reporter.step("cleanup", f"removed the dns-01 TXT records in {_text(zone)}"
+                          f"{' ' + what if what else ''}",
                           names=[_text(r.name) for r in rrsets])
+    return removed
 
 
 def _text(name: dns.name.Name) -> str:

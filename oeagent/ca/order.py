@@ -22,6 +22,7 @@ from oeagent.ca.polling import poll_until
 from oeagent.config import ChallengeConfig
 from oeagent.errors import AcmeError, ChallengeError
 from oeagent.report import Reporter
+from oeagent.state import StateDir
 
 _WAITING = (messages.STATUS_PENDING, messages.STATUS_PROCESSING)
 
@@ -80,7 +81,7 @@ def tasks_for(orderr: messages.OrderResource, challenge_type: str, key: JWK) -> 
 
 @contextlib.contextmanager
 def challenge_setup(config: ChallengeConfig, tasks: list[Task],
-                    reporter: Reporter) -> Iterator[None]:
+                    reporter: Reporter, state: StateDir | None = None) -> Iterator[None]:
     """Make every task's challenge answerable for the duration of the block."""
     if config.type == "dns-01":
         records: dict[str, set[str]] = {}
@@ -91,7 +92,7 @@ def challenge_setup(config: ChallengeConfig, tasks: list[Task],
         # dnspython (~50 ms of imports) only when dns-01 is configured.
         from oeagent.ca import dns01
 
-        with dns01.published(config.dns, records, reporter):
+        with dns01.published(config.dns, records, reporter, state):
             yield
         return
     answers = {task.challb.chall.encode("token"): task.validation for task in tasks}

@@ -80,7 +80,7 @@ def query(resolver: Resolver, name: dns.name.Name | str, rdtype: str) -> Answer:
         reply, _ = dns.query.udp_with_fallback(
             request, resolver.address, port=resolver.port, timeout=resolver.timeout
         )
-    except (dns.exception.Timeout, OSError) as exc:
+    except (dns.exception.Timeout, OSError, EOFError) as exc:  # EOF: TCP retry cut off
         why = "timed out" if isinstance(exc, dns.exception.Timeout) else str(exc)
         return Answer(qname, qtype, Security.UNREACHABLE, None,
                       reason=f"{rdtype} {qname}: resolver {why}")

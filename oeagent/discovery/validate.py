@@ -134,7 +134,7 @@ class Validator:
             reply = self.exchange(qname, qtype)
         except dns.exception.Timeout:
             return self._fail(qname, qtype, Security.UNREACHABLE, f"{label}: resolver timed out")
-        except (OSError, dns.exception.DNSException) as exc:
+        except (OSError, EOFError, dns.exception.DNSException) as exc:
             return self._fail(qname, qtype, Security.UNREACHABLE, f"{label}: {exc}")
         answer = classify(reply, qname, qtype, ad_trusted=False)
         if answer.security is not Security.INSECURE:  # SERVFAIL etc.: not a DNSSEC verdict
@@ -322,7 +322,7 @@ class Validator:
         label = f"DNSKEY {zone}"
         try:
             reply = self.exchange(zone, T.DNSKEY)
-        except (OSError, dns.exception.DNSException) as exc:
+        except (OSError, EOFError, dns.exception.DNSException) as exc:
             return _Judged(Security.UNREACHABLE, f"{label}: {exc or 'timed out'}")
         if reply.rcode() != dns.rcode.NOERROR:
             return _Judged(Security.UNREACHABLE, f"{label}: {dns.rcode.to_text(reply.rcode())}")

@@ -48,7 +48,7 @@ def lookup(resolver: Resolver, name: dns.name.Name, rdtype: dns.rdatatype.RdataT
     try:
         response, _ = dns.query.udp_with_fallback(request, resolver.address, port=resolver.port,
                                                   timeout=resolver.timeout)
-    except (OSError, dns.exception.DNSException) as exc:
+    except (OSError, EOFError, dns.exception.DNSException) as exc:
         return Answer(f"UNREACHABLE ({type(exc).__name__})", False, frozenset())
     rrset = response.get_rrset(response.answer, name, dns.rdataclass.IN, rdtype)
     values = frozenset(r.to_text() for r in rrset) if rrset is not None else frozenset()

@@ -5,7 +5,7 @@ that asserts what every fault must leave behind.
 
 - the run ended with a clear one-line error and the expected non-zero exit (or exit 0 where
   oeagent should recover by itself), never an internal error (70) or a traceback;
-- no secret (the TSIG secret, any private key) in stdout, stderr or the --json document,
+- no secret (the TSIG secret, the EAB HMAC key, any private key) in stdout, stderr or the --json document,
   although every fault run is made with ``--debug``;
 - the working certificate is still the only one under the nickname, with its key, and
   ``certutil -V`` accepts it;
@@ -24,6 +24,7 @@ generated from it (tests/faults/test_matrix.py keeps them equal).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -127,7 +128,7 @@ class Host:
     def secrets(self) -> list[str]:
         text = self.lab.info.tsig_key_file.read_text()
         tsig = text.split('secret "', 1)[1].split('"', 1)[0]
-        out = [tsig]
+        out = [tsig, *eab_key_forms(self.config)]
         if self.config.nss.password_file is not None:  # the NSS database's password
             out.append(parse_password_file(self.config.nss.password_file.read_text()))
         for pem in self.state.rglob("*.pem"):
@@ -175,6 +176,16 @@ class Host:
         for directory in reversed(list(self.mounts)):
             subprocess.run(["umount", "-l", str(directory)], capture_output=True, check=False)
         self.mounts.clear()
+
+
+def eab_key_forms(config: config_module.Config) -> list[str]:
+    """The EAB HMAC key as it could show up: base64url (as CAs hand it out), base64, hex."""
+    secret = config.acme.eab_hmac_key
+    if secret is None:
+        return []
+    raw = secret.reveal()
+    return [base64.urlsafe_b64encode(raw).decode().rstrip("="),
+            base64.b64encode(raw).decode().rstrip("="), raw.hex()]
 
 
 def write_config(lab: Lab, root: Path, name: str, overrides: dict[str, Any] | None = None) -> Path:

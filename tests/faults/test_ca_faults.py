@@ -8,6 +8,7 @@ import pytest
 
 from lab import Lab
 from tests.faults.harness import Host, before, converges, fault, run, run_until, survived
+from tests.integration.publish_support import fresh_name
 
 pytestmark = pytest.mark.lab
 
@@ -17,12 +18,17 @@ pytestmark = pytest.mark.lab
        "re-creates the account and converges")
 def test_pebble_killed_mid_order(host: Host, lab: Lab) -> None:
     prior = before(host)
+    # A name never validated before: the host's own name was validated by this account,
+    # and Pebble sometimes reuses that authorization despite PEBBLE_AUTHZREUSE=0; with
+    # nothing to validate it could issue before the kill lands, and the run would succeed.
+    host.reconfigure({"host.names": [host.name, fresh_name(lab)]})
     try:
         result = run_until(host, "[order]", lambda: lab.kill("pebble"), "enroll", "--force")
         survived(host, result, prior, exit_codes={69})
     finally:
         lab.restart_pebble()
     # The new Pebble has a new root: the config's trust anchors file is rewritten by the lab.
+    host.reconfigure({})
     converges(host, "enroll", "--force", prior=prior)
 
 
@@ -44,6 +50,8 @@ def test_pebble_slow_validation(host: Host, lab: Lab) -> None:
     try:
         result = run(host, "enroll", "--force")
         survived(host, result, prior, exit_codes={0}, serial_may_change=True)
+        # The restarted Pebble knows no authorization to reuse: the slow validation ran.
+        assert "challenge" in [s["step"] for s in result.doc["steps"]], result.doc["steps"]
     finally:
         lab.restart_pebble()
     converges(host, prior=prior)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -195,3 +198,30 @@ def test_nginx_serves_the_webroot_over_https_with_an_oeagent_certificate(
     finally:
         lab.stop_nginx()
     assert "nginx" not in lab.status()
+
+
+def test_eab_lab_requires_binding_and_its_config_enrolls(tmp_path: Path) -> None:
+    """``Lab(eab=True)`` (``python -m lab up --eab``): Pebble requires External Account
+    Binding, the key file is private, the lab's oeagent.toml binds with it, and Pebble
+    keeps requiring it across a restart."""
+    eab_lab = Lab(tmp_path / "eab", eab=True)
+    info = eab_lab.up()
+    try:
+        assert info.eab_kid and info.eab_key_file is not None
+        assert info.eab_key_file.stat().st_mode & 0o077 == 0
+        assert Lab(tmp_path / "eab").info.eab_key_file == info.eab_key_file  # from lab.json
+        eab_lab.restart_pebble()
+        with requests.Session() as session:
+            session.trust_env = False
+            meta = session.get(info.acme_directory, verify=str(info.https_ca_pem),
+                               timeout=5).json()["meta"]
+        assert meta["externalAccountRequired"] is True
+        proc = subprocess.run(
+            [sys.executable, "-m", "oeagent", "--config", str(info.config_path), "--json",
+             "enroll"], capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        key = info.eab_key_file.read_text().strip()
+        assert key not in proc.stdout + proc.stderr
+    finally:
+        eab_lab.down()

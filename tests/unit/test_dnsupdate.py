@@ -172,3 +172,29 @@ def test_wait_for_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DnsUpdateError, match=r"did not stop answering.*propagation_timeout"):
         dnsupdate.wait_for(SERVER, OWNER, dns.rdatatype.TXT, {'"v"'}, present=False,
                            timeout=0.05)
+
+
+def test_a_server_that_closes_after_reading_the_update_is_a_clear_error() -> None:
+    """What a DNS server killed after reading the update looks like to us (the BIND-killed
+    fault test meets it when the kill lands just so): dnspython raises EOFError, which is no
+    OSError and was an internal error (exit 70)."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def read_then_close() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65535)
+        listener.close()
+
+    thread = threading.Thread(target=read_then_close)
+    thread.start()
+    server = dnsupdate.Server("127.0.0.1", port, KEY, timeout=5)
+    update = dnsupdate.build_update(ZONE, [dnsupdate.Change("add", dns01.txt_rrset(
+        OWNER, 60, {"abc"}))], (), KEY)
+    with pytest.raises(DnsUpdateError, match="closed the connection without answering"):
+        dnsupdate.send_update(server, update)
+    thread.join()
