@@ -37,6 +37,19 @@ def open_database(config: Config) -> NssDatabase:
     return NssDatabase(config.nss.database, config.nss.password_file)
 
 
+def check_database_access(config: Config) -> None:
+    """Fail before ordering if the NSS database cannot be opened with its key password.
+
+    A wrong ``nss.password_file`` (or a database locked by another process) would otherwise be
+    found only when deploying, after the CA had issued a certificate (counted against its
+    limits) that then waits in the state directory. Listing the private keys needs the same
+    login as the import, so it fails the same way, with the same message.
+    """
+    db = open_database(config)
+    if db.exists():
+        db.keys()
+
+
 def recover_interrupted_swap(config: Config, state: StateDir, reporter: Reporter) -> None:
     """Finish or undo an NSS swap that a killed run left half-done."""
     db = open_database(config)

@@ -21,7 +21,13 @@ from typing import Any
 
 from oeagent import certstore, hooks, keys, renewal, renewstate
 from oeagent.config import Config
-from oeagent.deploy import DeployResult, deploy_to_nss, is_deployed, recover_interrupted_swap
+from oeagent.deploy import (
+    DeployResult,
+    check_database_access,
+    deploy_to_nss,
+    is_deployed,
+    recover_interrupted_swap,
+)
 from oeagent.errors import OeagentError, StateError
 from oeagent.fsio import PRIVATE_FILE
 from oeagent.report import Reporter
@@ -176,6 +182,7 @@ def enroll(
 
         reason = "forced with --force" if force and not decision.due else decision.reason
         reporter.step("check", f"a new certificate is needed: {reason}")
+        check_database_access(config)  # a wrong NSS password stops us before the CA issues
         fresh_key = not config.key.reuse and current is not None
         key = load_or_create_key(config, state, reporter, fresh=fresh_key)
 

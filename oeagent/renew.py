@@ -20,7 +20,7 @@ import random
 
 from oeagent import certstore, keyroll, keys, renewal, renewstate
 from oeagent.config import Config
-from oeagent.deploy import is_deployed, recover_interrupted_swap
+from oeagent.deploy import check_database_access, is_deployed, recover_interrupted_swap
 from oeagent.enroll import (
     Critical,
     EnrollResult,
@@ -166,6 +166,7 @@ def renew(config: Config, reporter: Reporter, *, force: bool = False, dry_run: b
 def _issue(config: Config, state: StateDir, reporter: Reporter,
            current: certstore.StoredCertificate | None, hard: str | None, reason: str,
            now: dt.datetime, critical: Critical, extra: dict[str, object]) -> EnrollResult:
+    check_database_access(config)  # a wrong NSS password stops us before the CA issues
     next_key = keyroll.switch_ready(config, state, now) if current and hard is None else None
     if next_key is not None:
         key = next_key

@@ -140,7 +140,7 @@ def test_nss_password_never_leaks(lab: Lab, tmp_path: Path) -> None:
 
 
 @fault("wrong NSS database password (nss.password_file no longer matches)", "renew --force",
-       "the new certificate is issued and kept; deploying fails, exit 1 saying the password in "
+       "refused before ordering (no certificate issued): exit 1 saying the password in "
        "nss.password_file is wrong, neither password printed (also with --debug); the working "
        "certificate stays; rerun with the right password deploys")
 def test_wrong_nss_password(lab: Lab, tmp_path: Path) -> None:
@@ -159,7 +159,8 @@ def test_wrong_nss_password(lab: Lab, tmp_path: Path) -> None:
     assert "nss.password_file" in result.error
     assert WRONG not in result.out + result.err and "Zx8-Qw2" not in result.out + result.err
     assert watch.leaks == [], watch.leaks
-    assert host.serial() != prior.serial  # issued, kept in the state directory
+    # Checked before the order: the CA issued nothing that would wait for a deploy.
+    assert host.serial() == prior.serial
     converges(host, "enroll", prior=prior)
     _files_without(tmp_path, PASSWORD, allowed=pwfile)
     _files_without(tmp_path, WRONG, allowed=pwfile)
