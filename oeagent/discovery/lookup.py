@@ -262,6 +262,12 @@ def _bounded(answer: Answer) -> None:
             f"records; more than {records.MAX_RRSET} are refused")
 
 
+def _why(answers: list[Answer]) -> str:
+    """The resolver side's reasons (e.g. records for other names that were ignored)."""
+    said = [a.reason for a in answers if a.reason]
+    return f" ({'; '.join(said)})" if said else ""
+
+
 def _txt_signal(txt: Answer) -> TxtSignal:
     assert txt.rrset is not None
     _bounded(txt)
@@ -288,9 +294,10 @@ def _keys_from(tlsa: list[Answer], key: Answer) -> tuple[str, tuple[str, ...], t
             if pin is not None and pin not in pins:
                 pins.append(pin)
     if not pins:
-        raise AdvertisementError("signed _oe record but no TLSA 3 1 1 pin at _500/_4500._udp")
+        raise AdvertisementError("signed _oe record but no TLSA 3 1 1 pin at _500/_4500._udp"
+                                 + _why(tlsa))
     if key.rrset is None or key.security is not Security.SECURE:
-        raise AdvertisementError("signed _oe record but no DNSSEC-signed IPSECKEY")
+        raise AdvertisementError("signed _oe record but no DNSSEC-signed IPSECKEY" + _why([key]))
     _bounded(key)
     # Lowest precedence first: the publisher gives the current key 10 and a next key 20.
     found = [records.ipseckey_public(r) for r in sorted(key.rrset, key=lambda r: r.precedence)]
