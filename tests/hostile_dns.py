@@ -12,7 +12,7 @@ import contextlib
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dns.exception
 import dns.flags
@@ -137,9 +137,3 @@ def _read(conn: socket.socket, n: int) -> bytes | None:
             return None
         data += chunk
     return data
-
-
-@contextlib.contextmanager
-def serving(respond: Respond) -> Iterator[HostileDNS]:
-    with HostileDNS(respond) as server:
-        yield server

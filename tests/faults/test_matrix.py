@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.faults import (  # noqa: F401  (importing registers their faults)
     test_ca_faults,
     test_dns_faults,
+    test_hostile_dns,
     test_hostile_input,
     test_https_faults,
     test_local_faults,
