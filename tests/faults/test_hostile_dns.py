@@ -2,7 +2,9 @@
 believed, as from a local unbound passing a malicious zone's signed data) that answers with
 hundreds of records, replies near 64 KiB over TCP, and records for names other than the one
 asked. Each must cost bounded work and be refused or ignored with its reason, never counted
-as the peer's advertisement."""
+as the peer's advertisement. With in-process validation (the resolver trusted for nothing),
+the same server forwards to the lab's BIND and slips another peer's validly signed records
+in: bogus."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import dns.flags
 import dns.message
@@ -20,14 +23,16 @@ import dns.rrset
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from lab import Lab
+from lab import bind as lab_bind
 from oeagent.config import DiscoveryConfig
 from oeagent.discovery import records
 from oeagent.discovery.dnsquery import Resolver, query
 from oeagent.discovery.lookup import Discoverer, Result
 from oeagent.publish import records as publisher_records
 from tests.faults.harness import fault
-from tests.hostile_dns import HostileDNS
-from tests.integration.oe_peers import new_advert
+from tests.hostile_dns import HostileDNS, forwarding
+from tests.integration.oe_peers import new_advert, publish_dns, unique
 
 NOW = dt.datetime.now(dt.UTC)
 PEER = "peer.example.org"
@@ -296,3 +301,69 @@ def test_a_cname_at_the_name_itself_is_followed(hostile: Start) -> None:
     _, cfg = hostile(zone, alias)
     result = timed_lookup(cfg)
     assert result.status == "authenticated", result.reasons
+
+
+# ---- the same games against in-process validation, with real signatures -------------------
+
+def _signed_tlsa(lab: Lab, fqdn: str) -> list[dns.rrset.RRset]:
+    """Another peer's real TLSA RRset at _500._udp and its RRSIG, straight from BIND."""
+    reply = lab_bind.query(lab.info.bind_port, records.tlsa_name(fqdn, 500).to_text(), "TLSA",
+                           tcp=True)
+    assert reply.answer, f"BIND has no TLSA for {fqdn}"
+    return list(reply.answer)
+
+
+def _cname_to_other(other: list[dns.rrset.RRset]) -> Callable[[dns.message.Message], None]:
+    """A forged (unsigned) CNAME from the peer's TLSA name to another peer's signed TLSA."""
+    def game(reply: dns.message.Message) -> None:
+        if reply.question[0].rdtype == T.TLSA:
+            target = other[0].name
+            reply.answer = [dns.rrset.from_text(reply.question[0].name, 30, "IN", "CNAME",
+                                                target.to_text()), *other]
+    return game
+
+
+def _answer_for_other(other: list[dns.rrset.RRset]) -> Callable[[dns.message.Message], None]:
+    """The peer's TLSA replaced by another peer's signed TLSA, owned by that peer's name."""
+    def game(reply: dns.message.Message) -> None:
+        if reply.question[0].rdtype == T.TLSA:
+            reply.answer = list(other)
+    return game
+
+
+def _additional_for_other(other: list[dns.rrset.RRset]) -> Callable[[dns.message.Message], None]:
+    def game(reply: dns.message.Message) -> None:
+        if reply.question[0].rdtype == T.TLSA:
+            reply.answer, reply.additional = [], list(other)
+    return game
+
+
+IN_PROCESS = {  # id: (game, what the reason says)
+    "forged-cname-to-another-peer": (_cname_to_other, "is unsigned, but it is inside a signed"),
+    "another-peers-signed-tlsa": (_answer_for_other, "denial without signed NSEC"),
+    "signed-tlsa-in-additional": (_additional_for_other, "denial without signed NSEC"),
+}
+
+
+@fault("in-process validation: another peer's validly signed TLSA served for the peer (under "
+       "a forged CNAME, as the answer, in the additional section), through a tampering proxy "
+       "in front of BIND", "discover",
+       "bogus with the reason, never the other peer's pins", cases=len(IN_PROCESS))
+@pytest.mark.lab
+@pytest.mark.parametrize("case", list(IN_PROCESS))
+def test_another_peers_signed_records_never_count_in_process(
+        case: str, lab: Lab, tmp_path: Path) -> None:
+    make, says = IN_PROCESS[case]
+    ad, key = new_advert(unique())
+    other, other_key = new_advert(unique())
+    publish_dns(lab, ad, key, ttl=30)
+    publish_dns(lab, other, other_key, ttl=30)
+    anchors = tmp_path / "anchors.ds"
+    anchors.write_text("\n".join(lab_bind.ds_records(lab.info.bind_port)) + "\n")
+    with HostileDNS(forwarding(lab.info.bind_port, make(_signed_tlsa(lab, other.fqdn)))) as s:
+        cfg = DiscoveryConfig(resolver="127.0.0.1", resolver_port=s.port, dns_timeout=1,
+                              https=False, validation="in-process", trust_anchors=anchors)
+        result = Discoverer(cfg).lookup(ad.fqdn, NOW)
+    assert result.status == "bogus" and result.advertisement is None, result.reasons
+    assert any(r.startswith(f"TLSA _500._udp.{ad.fqdn}.: ") and says in r
+               for r in result.reasons), result.reasons
