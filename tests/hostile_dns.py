@@ -40,13 +40,8 @@ class HostileDNS:
 
     def __init__(self, respond: Respond) -> None:
         self.respond = respond
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
+        self.udp, self.tcp = _bind_pair()
         self.port: int = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
-        self.tcp.listen(16)
         for s in (self.udp, self.tcp):
             s.settimeout(0.1)
         self.queries: list[tuple[str, dns.message.Message]] = []
@@ -127,6 +122,25 @@ class HostileDNS:
                     return
                 out = got[1].to_wire(max_size=65535)
                 conn.sendall(struct.pack("!H", len(out)) + out)
+
+
+def _bind_pair() -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket on the same free loopback port (retried: the port the kernel
+    picks for UDP may be taken for TCP by someone else on a busy machine)."""
+    for _ in range(20):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        tcp.listen(16)
+        return udp, tcp
+    raise OSError("no loopback port free for both UDP and TCP")
 
 
 def _read(conn: socket.socket, n: int) -> bytes | None:
