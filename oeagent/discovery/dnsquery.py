@@ -116,6 +116,7 @@ def classify(
     if rcode == dns.rcode.NXDOMAIN:
         return Answer(qname, qtype, security, None, nxdomain=True, reason=f"{label}: NXDOMAIN")
     target = qname
+    chain = {qname}
     for _ in range(8):  # follow CNAMEs inside the answer, as a stub resolver does
         rrset = reply.get_rrset(reply.answer, target, dns.rdataclass.IN, qtype)
         if rrset is not None:
@@ -124,4 +125,22 @@ def classify(
         if cname is None:
             break
         target = cname[0].target
-    return Answer(qname, qtype, security, None, reason=f"{label}: no such record")
+        chain.add(target)
+    else:
+        return Answer(qname, qtype, security, None,
+                      reason=f"{label}: CNAME chain of 8 or more (or a loop); not followed")
+    return Answer(qname, qtype, security, None,
+                  reason=f"{label}: no such record{_ignored(reply, chain, qname)}")
+
+
+def _ignored(reply: dns.message.Message, chain: set[dns.name.Name], qname: dns.name.Name
+             ) -> str:
+    """Say which answer RRsets were passed over: records for other names are never read as
+    the queried name's, but the reason should show they were there."""
+    other = [r for r in reply.answer
+             if r.name not in chain and r.rdtype != dns.rdatatype.RRSIG]
+    if not other:
+        return ""
+    shown = ", ".join(f"{dns.rdatatype.to_text(r.rdtype)} {r.name}" for r in other[:3])
+    more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+    return f"; ignored {shown}{more} (not on the CNAME chain from {qname})"

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dns.name
+import dns.rdatatype
 import dns.reversename
 
 from oeagent import names
 from oeagent.advertisement import (
+    MAX_ADDRESSES,
     Advertisement,
     AdvertisementError,
     TxtSignal,
@@ -145,7 +147,7 @@ class Discoverer:
         fqdn = result.fqdn
         assert fqdn is not None
         if not result.addresses:
-            result.addresses = tuple(self._addresses(fqdn, result))
+            result.addresses = _at_most(self._addresses(fqdn, result), result)
         dns_failure = self._from_dns(result, fqdn, reverse, now)
         if result.advertisement is not None:
             return result
@@ -239,8 +241,36 @@ def _fail(result: Result, answer: Answer) -> Result:
     return result
 
 
+def _at_most(addresses: list[str], result: Result) -> tuple[str, ...]:
+    """At most MAX_ADDRESSES (as the document allows): each becomes a conn in the policy, so a
+    name with thousands of A records must not become thousands of conns. The lowest ones are
+    kept, so a resolver rotating the order does not change the decision on every lookup."""
+    if len(addresses) <= MAX_ADDRESSES:
+        return tuple(addresses)
+    result.reasons.append(f"DNS: {len(addresses)} addresses; only the lowest "
+                          f"{MAX_ADDRESSES} are used")
+    ordered = sorted(addresses, key=lambda a: (ipaddress.ip_address(a).version,
+                                               ipaddress.ip_address(a)))
+    return tuple(ordered[:MAX_ADDRESSES])
+
+
+def _bounded(answer: Answer) -> None:
+    """Refuse an RRset larger than records.MAX_RRSET before reading any of it."""
+    if answer.rrset is not None and len(answer.rrset) > records.MAX_RRSET:
+        raise AdvertisementError(
+            f"{dns.rdatatype.to_text(answer.rdtype)} {answer.name} has {len(answer.rrset)} "
+            f"records; more than {records.MAX_RRSET} are refused")
+
+
+def _why(answers: list[Answer]) -> str:
+    """The resolver side's reasons (e.g. records for other names that were ignored)."""
+    said = [a.reason for a in answers if a.reason]
+    return f" ({'; '.join(said)})" if said else ""
+
+
 def _txt_signal(txt: Answer) -> TxtSignal:
     assert txt.rrset is not None
+    _bounded(txt)
     texts = [b"".join(r.strings).decode("utf-8", "replace") for r in txt.rrset]
     ours = [t for t in texts if t.startswith("v=OE")]
     if len(ours) != 1:
@@ -255,6 +285,7 @@ def _keys_from(tlsa: list[Answer], key: Answer) -> tuple[str, tuple[str, ...], t
     for port, answer in zip((500, 4500), tlsa, strict=True):
         if answer.rrset is None:
             continue
+        _bounded(answer)
         if answer.security is not Security.SECURE:
             raise AdvertisementError(f"TLSA at _{port}._udp is not DNSSEC-signed")
         ports.append(port)
@@ -263,9 +294,11 @@ def _keys_from(tlsa: list[Answer], key: Answer) -> tuple[str, tuple[str, ...], t
             if pin is not None and pin not in pins:
                 pins.append(pin)
     if not pins:
-        raise AdvertisementError("signed _oe record but no TLSA 3 1 1 pin at _500/_4500._udp")
+        raise AdvertisementError("signed _oe record but no TLSA 3 1 1 pin at _500/_4500._udp"
+                                 + _why(tlsa))
     if key.rrset is None or key.security is not Security.SECURE:
-        raise AdvertisementError("signed _oe record but no DNSSEC-signed IPSECKEY")
+        raise AdvertisementError("signed _oe record but no DNSSEC-signed IPSECKEY" + _why([key]))
+    _bounded(key)
     # Lowest precedence first: the publisher gives the current key 10 and a next key 20.
     found = [records.ipseckey_public(r) for r in sorted(key.rrset, key=lambda r: r.precedence)]
     pinned = [(auth, pin) for auth, pin in found if pin in pins]

@@ -22,6 +22,11 @@ from oeagent.advertisement import TXT_LABEL, AdvertisementError
 IPSECKEY_ECDSA = 3
 IPSECKEY_RSA = 2
 AUTH_BY_ALGORITHM = {IPSECKEY_ECDSA: "ecdsa", IPSECKEY_RSA: "rsasig"}
+MAX_RRSET = 16
+"""Most records of one TLSA, IPSECKEY or ``_oe`` TXT RRset that discovery reads; a larger
+RRset is refused whole. A publisher puts out one per pinned key (two during a rollover), so
+16 is generous; the bound keeps a 64 KiB reply (over a thousand records) from costing a
+thousand key decodes and from choosing pins out of a crowd."""
 
 
 def txt_name(fqdn: str) -> dns.name.Name:

@@ -16,6 +16,7 @@ from tests.faults import (  # noqa: F401  (importing registers their faults)
     test_clock_faults,
     test_dns_faults,
     test_eab,
+    test_hostile_dns,
     test_hostile_input,
     test_https_faults,
     test_local_faults,

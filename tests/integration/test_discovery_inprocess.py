@@ -4,8 +4,6 @@ all), unbound with CD, and a tampering proxy in front of BIND."""
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from oeagent.discovery.dnsquery import Security
 from oeagent.discovery.lookup import Discoverer
 from oeagent.discovery.validate import Validator
 from oeagent.errors import ConfigError
+from tests.hostile_dns import HostileDNS, forwarding
 from tests.integration.oe_peers import new_advert, publish_dns, unique
 
 pytestmark = pytest.mark.lab
@@ -105,46 +104,19 @@ def test_bogus_delegation_is_bogus(lab: Lab, make_lab_config: Callable[..., Path
     assert any("referral to lame.oe.test." in r for r in lame.reasons)
 
 
-class TamperingProxy:
-    """A UDP responder on loopback that forwards to BIND and lets a test rewrite replies."""
-
-    def __init__(self, upstream_port: int, mutate: Callable[[dns.message.Message], None]):
-        self.upstream_port = upstream_port
-        self.mutate = mutate
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port: int = self.sock.getsockname()[1]
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                wire, peer = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            request = dns.message.from_wire(wire)
-            reply = dns.query.tcp(request, "127.0.0.1", port=self.upstream_port, timeout=2)
-            self.mutate(reply)
-            self.sock.sendto(reply.to_wire(), peer)
-
-
 @pytest.fixture
 def proxy(lab: Lab) -> Iterator[Callable[[Callable[[dns.message.Message], None]], int]]:
-    started: list[TamperingProxy] = []
+    """A tampering proxy in front of BIND (UDP and TCP): the test rewrites each reply."""
+    started: list[HostileDNS] = []
 
     def start(mutate: Callable[[dns.message.Message], None]) -> int:
-        p = TamperingProxy(lab.info.bind_port, mutate)
-        p.thread.start()
-        started.append(p)
-        return p.port
+        server = HostileDNS(forwarding(lab.info.bind_port, mutate)).__enter__()
+        started.append(server)
+        return server.port
 
     yield start
-    for p in started:
-        p.stopped.set()
-        p.thread.join(2)
-        p.sock.close()
+    for server in started:
+        server.stop()
 
 
 def _flip_tlsa(reply: dns.message.Message) -> None:
