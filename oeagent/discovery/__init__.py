@@ -115,7 +115,8 @@ def _text(r: dict[str, Any]) -> str:
     why = f" ({'; '.join(r['reasons'])})" if r["reasons"] and r["status"] != "authenticated" else ""
     via = f" via {r['source']}" if r["source"] else ""
     held = f", held until {r['held_until']}" if r["held"] else ""
-    return f"{r['peer']}: {r['status']}{via} -> {r['decision']}{held}{why}"
+    notes = "".join(f"\n  note: {n}" for n in r.get("notes", ()))
+    return f"{r['peer']}: {r['status']}{via} -> {r['decision']}{held}{why}{notes}"
 
 
 def refresh_due_peers(cfg: Config, now: dt.datetime | None = None) -> bool:

@@ -54,6 +54,8 @@ class Result:
     addresses: tuple[str, ...] = ()
     reasons: list[str] = field(default_factory=list)
     txt_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the operator should see even when the peer is authenticated (addresses dropped)."""
 
     @property
     def released(self) -> bool:
@@ -68,7 +70,7 @@ class Result:
             "auth": ad.auth if ad else None, "pins": list(ad.pins) if ad else [],
             "addresses": list(self.addresses),
             "expires": self.expires.isoformat() if self.expires else None,
-            "reasons": self.reasons,
+            "reasons": self.reasons, "notes": self.notes,
         }
 
 
@@ -127,26 +129,31 @@ class Discoverer:
         return result
 
     def _addresses(self, fqdn: str, result: Result, secure_only: bool = False) -> list[str]:
-        found: list[str] = []
+        return [a for a, secure in self._resolve(fqdn, result) if secure or not secure_only]
+
+    def _resolve(self, fqdn: str, result: Result) -> list[tuple[str, bool]]:
+        """The name's A and AAAA addresses, each with whether it is DNSSEC-secure."""
+        found: list[tuple[str, bool]] = []
         for rdtype in ("A", "AAAA"):
             answer = self._query(f"{fqdn}.", rdtype)
-            if answer.rrset is None or (secure_only and answer.security is not Security.SECURE):
+            if answer.rrset is None:
                 if answer.security in (Security.BOGUS, Security.UNREACHABLE):
                     result.reasons.append(answer.reason)
                 continue
             for rdata in answer.rrset:
                 address = names.normalize_ip(rdata.address)
                 if not ipaddress.ip_address(address).is_unspecified:
-                    found.append(address)
+                    found.append((address, answer.security is Security.SECURE))
         return found
 
     def _lookup_name(self, result: Result, now: dt.datetime, reverse: dns.name.Name | None
                      ) -> Result:
         fqdn = result.fqdn
         assert fqdn is not None
-        if not result.addresses:
-            result.addresses = tuple(self._addresses(fqdn, result))
-        dns_failure = self._from_dns(result, fqdn, reverse, now)
+        resolved = self._resolve(fqdn, result)
+        result.addresses = tuple(a for a, _ in resolved)
+        secure = tuple(a for a, is_secure in resolved if is_secure)
+        dns_failure = self._from_dns(result, fqdn, reverse, now, secure)
         if result.advertisement is not None:
             return result
         if self.tls is not None:
@@ -158,8 +165,11 @@ class Discoverer:
         return result
 
     def _from_dns(self, result: Result, fqdn: str, reverse: dns.name.Name | None,
-                  now: dt.datetime) -> str | None:
-        """Fill ``result`` from signed records; return a failure status, or None."""
+                  now: dt.datetime, secure: tuple[str, ...]) -> str | None:
+        """Fill ``result`` from signed records; return a failure status, or None.
+
+        A signed advertisement covers only the name's DNSSEC-secure addresses (``secure``):
+        an unsigned A/AAAA (a CNAME into an unsigned zone) could be forged on the way."""
         txt = self._query(records.txt_name(fqdn), "TXT")
         if txt.security in (Security.BOGUS, Security.UNREACHABLE):
             result.reasons.append(txt.reason)
@@ -188,11 +198,14 @@ class Discoverer:
                     return str(answer.security.value)
             auth, pins, ports = _keys_from(tlsa, key)
             advert = Advertisement(fqdn, auth, pins, signal.mode, self._ttl([txt, *tlsa, key]),
-                                   result.addresses, ports)
+                                   secure, ports)
         except AdvertisementError as exc:
             result.reasons.append(f"DNS: {exc}")
             return "invalid"
+        result.notes += [f"DNS: {a} is not DNSSEC-signed; not used for the signed advertisement"
+                         for a in result.addresses if a not in secure]
         self._accept(result, advert, "dns", now)
+        result.addresses = secure
         return None
 
     def _ttl(self, answers: list[Answer]) -> int:
@@ -206,8 +219,6 @@ class Discoverer:
         result.status = "none" if advert.mode == "none" else "authenticated"
         lifetime = now + dt.timedelta(seconds=advert.max_age)
         result.expires = min(lifetime, expires) if expires else lifetime
-        if advert.addresses:
-            result.addresses = advert.addresses
 
     def _from_https(self, result: Result, fqdn: str, now: dt.datetime) -> None:
         assert self.tls is not None
@@ -230,7 +241,25 @@ class Discoverer:
                 result.status = "invalid"
                 return
             self._accept(result, advert, "https", now, expires=expires)
+            result.addresses = self._vouched(result, advert)
             return
+
+    @staticmethod
+    def _vouched(result: Result, advert: Advertisement) -> tuple[str, ...]:
+        """The document's addresses that the name's own A/AAAA records also give.
+
+        The certificate proves the document speaks for the name, not that the name owns the
+        addresses it lists: a per-peer conn drops traffic to its address when the peer fails
+        to authenticate, so an address taken from the document alone would let any name with
+        a certificate cut clients off from any address. A document without addresses stands
+        for all of the name's addresses."""
+        if not advert.addresses:
+            return result.addresses
+        dns_addresses = set(result.addresses)
+        kept = tuple(a for a in advert.addresses if a in dns_addresses)
+        result.notes += [f"HTTPS: {a} is in the document but not in {advert.fqdn}'s A/AAAA "
+                         "records; dropped" for a in advert.addresses if a not in dns_addresses]
+        return kept
 
 
 def _fail(result: Result, answer: Answer) -> Result:
