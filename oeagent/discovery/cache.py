@@ -55,7 +55,8 @@ class Decision:
             return ("clear-or-null",)
         ad = self.advertisement
         assert ad is not None
-        return (self.fqdn, ad.mode, ad.auth, ad.pins, self.addresses)
+        # The source decides contested addresses (oeagent.discovery.claims).
+        return (self.fqdn, ad.mode, ad.auth, ad.pins, self.addresses, self.source)
 
 
 @dataclass(frozen=True)
