@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from oeagent.config import Config
+from oeagent.discovery import claims
 from oeagent.discovery.cache import Decision, Entry, PeerCache, merge
 from oeagent.discovery.lookup import Discoverer, Result
 from oeagent.errors import OeagentError
@@ -97,7 +98,21 @@ def discover(
         for result in results:
             changed |= cache.update(result, now)[1]
         cache.save()
-    return {"peers": len(results), "changed": changed}
+        conflicts = contested(cache, {r.fqdn for r in results if r.fqdn}, now)
+    for conflict in conflicts:
+        out.write((json.dumps({"conflict": conflict.as_dict(), "text": conflict.text()},
+                              sort_keys=True) if as_json_lines
+                   else f"conflict: {conflict.text()}") + "\n")
+    return {"peers": len(results), "changed": changed,
+            "conflicts": [c.text() for c in conflicts]}
+
+
+def contested(cache: PeerCache, names: set[str], now: dt.datetime) -> list[claims.Conflict]:
+    """Addresses that ``names`` claim together with another authenticated peer: only one
+    name gets a conn for each (``oeagent.discovery.claims``, as the policy decides)."""
+    found = [claim for d in cache.decisions(now) for claim in d.claims()]
+    return [c for c in claims.resolve(found)[1]
+            if names & {c.kept.name, *(x.name for x in c.lost)}]
 
 
 def row(result: Result, entry: Entry, now: dt.datetime) -> dict[str, Any]:
@@ -115,7 +130,8 @@ def _text(r: dict[str, Any]) -> str:
     why = f" ({'; '.join(r['reasons'])})" if r["reasons"] and r["status"] != "authenticated" else ""
     via = f" via {r['source']}" if r["source"] else ""
     held = f", held until {r['held_until']}" if r["held"] else ""
-    return f"{r['peer']}: {r['status']}{via} -> {r['decision']}{held}{why}"
+    notes = "".join(f"\n  note: {n}" for n in r.get("notes", ()))
+    return f"{r['peer']}: {r['status']}{via} -> {r['decision']}{held}{why}{notes}"
 
 
 def refresh_due_peers(cfg: Config, now: dt.datetime | None = None) -> bool:

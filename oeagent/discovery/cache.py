@@ -10,10 +10,12 @@ able to downgrade it. Only a validly published ``mode=none`` or the expiry relea
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from oeagent.advertisement import Advertisement
+from oeagent.discovery.claims import BEFORE_RECORDS, Claim
 from oeagent.discovery.lookup import Result
 from oeagent.state import StateDir
 
@@ -30,10 +32,22 @@ class Decision:
     advertisement: Advertisement | None
     held_until: dt.datetime | None
     addresses: tuple[str, ...]
+    source: str = ""
+    """``dns`` or ``https``: the proof behind the advertisement (empty before it was kept)."""
+    since: Mapping[str, dt.datetime] = field(default_factory=dict, compare=False)
+    """Address -> when this peer was first recorded claiming it (``oeagent.discovery.claims``:
+    an older claim keeps a contested address)."""
 
     @property
     def authenticated(self) -> bool:
         return self.advertisement is not None and self.advertisement.mode != "none"
+
+    def claims(self) -> list[Claim]:
+        """The addresses this decision would give a per-peer conn, with proof and age."""
+        if not self.authenticated or self.fqdn is None:
+            return []
+        return [Claim(self.fqdn, a, self.source, self.since.get(a, BEFORE_RECORDS))
+                for a in self.addresses]
 
     def key(self) -> tuple[Any, ...]:
         """What the generated policy depends on; a change here means re-apply the policy."""
@@ -41,7 +55,8 @@ class Decision:
             return ("clear-or-null",)
         ad = self.advertisement
         assert ad is not None
-        return (self.fqdn, ad.mode, ad.auth, ad.pins, self.addresses)
+        # The source decides contested addresses (oeagent.discovery.claims).
+        return (self.fqdn, ad.mode, ad.auth, ad.pins, self.addresses, self.source)
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class Entry:
                               "addresses": list(ad.addresses),
                               "ike_ports": list(ad.ike_ports)} if ad else None,
             "held_until": d.held_until.isoformat() if d.held_until else None,
+            "source": d.source or None,
+            "since": {a: t.isoformat() for a, t in d.since.items()},
             "last_status": self.last_status, "checked_at": self.checked_at.isoformat(),
             "reasons": list(self.reasons), "held": self.held,
         }
@@ -81,9 +98,13 @@ class Entry:
                                   "addresses": tuple(ad_raw["addresses"]),
                                   "ike_ports": tuple(ad_raw["ike_ports"])})
         held_until = raw.get("held_until")
+        addresses = tuple(raw.get("addresses", ()))
+        # Files written before claims were dated: their claims count as the oldest.
+        since = {a: dt.datetime.fromisoformat(t) for a, t in (raw.get("since") or {}).items()}
         decision = Decision(raw["peer"], raw.get("fqdn"), ad,
                             dt.datetime.fromisoformat(held_until) if held_until else None,
-                            tuple(raw.get("addresses", ())))
+                            addresses, raw.get("source") or "",
+                            {a: since.get(a, BEFORE_RECORDS) for a in addresses} if ad else {})
         return cls(decision, raw["last_status"], dt.datetime.fromisoformat(raw["checked_at"]),
                    tuple(raw.get("reasons", ())), bool(raw.get("held")))
 
@@ -93,7 +114,7 @@ def merge(old: Entry | None, result: Result, now: dt.datetime) -> Entry:
     reasons = tuple(result.reasons)
     if result.status == "authenticated" or result.released:
         decision = Decision(result.peer, result.fqdn, result.advertisement, result.expires,
-                            result.addresses)
+                            result.addresses, result.source, _since(old, result, now))
         return Entry(decision, result.status, now, reasons, held=False)
     if old is not None:
         kept = old.effective(now)
@@ -103,6 +124,19 @@ def merge(old: Entry | None, result: Result, now: dt.datetime) -> Entry:
             return Entry(kept, result.status, now, (*reasons, note), held=True)
     decision = Decision(result.peer, result.fqdn, None, None, result.addresses)
     return Entry(decision, result.status, now, reasons, held=False)
+
+
+def _since(old: Entry | None, result: Result, now: dt.datetime) -> dict[str, dt.datetime]:
+    """A claim keeps its first date while the peer keeps claiming the address under the same
+    name; a new address, or one claimed again after a release or expiry, starts now."""
+    if result.released:
+        return {}
+    before: Mapping[str, dt.datetime] = {}
+    if old is not None:
+        kept = old.effective(now)
+        if kept.authenticated and kept.fqdn == result.fqdn:
+            before = kept.since
+    return {a: before.get(a, now) for a in result.addresses}
 
 
 class PeerCache:

@@ -56,6 +56,8 @@ class Result:
     addresses: tuple[str, ...] = ()
     reasons: list[str] = field(default_factory=list)
     txt_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the operator should see even when the peer is authenticated (addresses dropped)."""
 
     @property
     def released(self) -> bool:
@@ -70,7 +72,7 @@ class Result:
             "auth": ad.auth if ad else None, "pins": list(ad.pins) if ad else [],
             "addresses": list(self.addresses),
             "expires": self.expires.isoformat() if self.expires else None,
-            "reasons": self.reasons,
+            "reasons": self.reasons, "notes": self.notes,
         }
 
 
@@ -129,26 +131,31 @@ class Discoverer:
         return result
 
     def _addresses(self, fqdn: str, result: Result, secure_only: bool = False) -> list[str]:
-        found: list[str] = []
+        return [a for a, secure in self._resolve(fqdn, result) if secure or not secure_only]
+
+    def _resolve(self, fqdn: str, result: Result) -> list[tuple[str, bool]]:
+        """The name's A and AAAA addresses, each with whether it is DNSSEC-secure."""
+        found: list[tuple[str, bool]] = []
         for rdtype in ("A", "AAAA"):
             answer = self._query(f"{fqdn}.", rdtype)
-            if answer.rrset is None or (secure_only and answer.security is not Security.SECURE):
+            if answer.rrset is None:
                 if answer.security in (Security.BOGUS, Security.UNREACHABLE):
                     result.reasons.append(answer.reason)
                 continue
             for rdata in answer.rrset:
                 address = names.normalize_ip(rdata.address)
                 if not ipaddress.ip_address(address).is_unspecified:
-                    found.append(address)
+                    found.append((address, answer.security is Security.SECURE))
         return found
 
     def _lookup_name(self, result: Result, now: dt.datetime, reverse: dns.name.Name | None
                      ) -> Result:
         fqdn = result.fqdn
         assert fqdn is not None
-        if not result.addresses:
-            result.addresses = _at_most(self._addresses(fqdn, result), result)
-        dns_failure = self._from_dns(result, fqdn, reverse, now)
+        resolved = self._resolve(fqdn, result)
+        result.addresses = _at_most([a for a, _ in resolved], result)
+        secure = tuple(a for a in result.addresses if (a, True) in resolved)
+        dns_failure = self._from_dns(result, fqdn, reverse, now, secure)
         if result.advertisement is not None:
             return result
         if self.tls is not None:
@@ -160,8 +167,11 @@ class Discoverer:
         return result
 
     def _from_dns(self, result: Result, fqdn: str, reverse: dns.name.Name | None,
-                  now: dt.datetime) -> str | None:
-        """Fill ``result`` from signed records; return a failure status, or None."""
+                  now: dt.datetime, secure: tuple[str, ...]) -> str | None:
+        """Fill ``result`` from signed records; return a failure status, or None.
+
+        A signed advertisement covers only the name's DNSSEC-secure addresses (``secure``):
+        an unsigned A/AAAA (a CNAME into an unsigned zone) could be forged on the way."""
         txt = self._query(records.txt_name(fqdn), "TXT")
         if txt.security in (Security.BOGUS, Security.UNREACHABLE):
             result.reasons.append(txt.reason)
@@ -190,11 +200,14 @@ class Discoverer:
                     return str(answer.security.value)
             auth, pins, ports = _keys_from(tlsa, key)
             advert = Advertisement(fqdn, auth, pins, signal.mode, self._ttl([txt, *tlsa, key]),
-                                   result.addresses, ports)
+                                   secure, ports)
         except AdvertisementError as exc:
             result.reasons.append(f"DNS: {exc}")
             return "invalid"
+        result.notes += [f"DNS: {a} is not DNSSEC-signed; not used for the signed advertisement"
+                         for a in result.addresses if a not in secure]
         self._accept(result, advert, "dns", now)
+        result.addresses = secure
         return None
 
     def _ttl(self, answers: list[Answer]) -> int:
@@ -208,8 +221,6 @@ class Discoverer:
         result.status = "none" if advert.mode == "none" else "authenticated"
         lifetime = now + dt.timedelta(seconds=advert.max_age)
         result.expires = min(lifetime, expires) if expires else lifetime
-        if advert.addresses:
-            result.addresses = advert.addresses
 
     def _from_https(self, result: Result, fqdn: str, now: dt.datetime) -> None:
         assert self.tls is not None
@@ -232,7 +243,25 @@ class Discoverer:
                 result.status = "invalid"
                 return
             self._accept(result, advert, "https", now, expires=expires)
+            result.addresses = self._vouched(result, advert)
             return
+
+    @staticmethod
+    def _vouched(result: Result, advert: Advertisement) -> tuple[str, ...]:
+        """The document's addresses that the name's own A/AAAA records also give.
+
+        The certificate proves the document speaks for the name, not that the name owns the
+        addresses it lists: a per-peer conn drops traffic to its address when the peer fails
+        to authenticate, so an address taken from the document alone would let any name with
+        a certificate cut clients off from any address. A document without addresses stands
+        for all of the name's addresses."""
+        if not advert.addresses:
+            return result.addresses
+        dns_addresses = set(result.addresses)
+        kept = tuple(a for a in advert.addresses if a in dns_addresses)
+        result.notes += [f"HTTPS: {a} is in the document but not in {advert.fqdn}'s A/AAAA "
+                         "records; dropped" for a in advert.addresses if a not in dns_addresses]
+        return kept
 
 
 def _fail(result: Result, answer: Answer) -> Result:
@@ -242,15 +271,15 @@ def _fail(result: Result, answer: Answer) -> Result:
 
 
 def _at_most(addresses: list[str], result: Result) -> tuple[str, ...]:
-    """At most MAX_ADDRESSES (as the document allows): each becomes a conn in the policy, so a
-    name with thousands of A records must not become thousands of conns. The lowest ones are
-    kept, so a resolver rotating the order does not change the decision on every lookup."""
-    if len(addresses) <= MAX_ADDRESSES:
-        return tuple(addresses)
-    result.reasons.append(f"DNS: {len(addresses)} addresses; only the lowest "
-                          f"{MAX_ADDRESSES} are used")
-    ordered = sorted(addresses, key=lambda a: (ipaddress.ip_address(a).version,
-                                               ipaddress.ip_address(a)))
+    """At most MAX_ADDRESSES (as the document allows), sorted: each becomes a conn in the
+    policy, so a name with thousands of A records must not become thousands of conns, and a
+    resolver rotating the order must not change the decision (and re-apply the policy) on
+    every lookup. The lowest ones are kept."""
+    ordered = sorted(dict.fromkeys(addresses), key=lambda a: (ipaddress.ip_address(a).version,
+                                                              ipaddress.ip_address(a)))
+    if len(ordered) > MAX_ADDRESSES:
+        result.reasons.append(f"DNS: {len(ordered)} addresses; only the lowest "
+                              f"{MAX_ADDRESSES} are used")
     return tuple(ordered[:MAX_ADDRESSES])
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oeagent.discovery import claims
 from oeagent.discovery.cache import Decision
 
 GROUPS = ("oeagent-clear", "oeagent-block", "oeagent-private-or-clear")
@@ -121,14 +122,18 @@ def build(
             continue
         until = f" until {d.held_until.isoformat()}" if d.held_until else ""
         wanted += [(d.fqdn, a, ad.auth, ad.mode, "discovery", until) for a in d.addresses]
+    # One name per address: two conns for one address would make every packet to it fail
+    # one of them (and drop). The losers are reported; the winner is left as it is.
+    owners, conflicts = claims.resolve(peer_claims(decisions, static_peers))
+    policy.notes += [f"conflict: {c.text()}" for c in conflicts]
     exempt_nets = [ipaddress.ip_network(c) for c in exempt]
     counters: dict[str, int] = {}
     done: set[tuple[str, str]] = set()
     for fqdn, address, auth, mode, source, until in wanted:
-        if (fqdn, address) in done:
-            continue
-        done.add((fqdn, address))
         ip = ipaddress.ip_address(address)
+        if (fqdn, str(ip)) in done or owners[str(ip)].name != fqdn:
+            continue
+        done.add((fqdn, str(ip)))
         if ip.version == 6 and not ipv6:
             policy.notes.append(f"{fqdn}: {address} is IPv6 and this host has no IPv6 "
                                 "default route; skipped")
@@ -144,6 +149,14 @@ def build(
                                      mode, source, until))
     policy.responder = responder
     return policy
+
+
+def peer_claims(decisions: Sequence[Decision],
+                static_peers: Sequence[tuple[str, str, str, str]] = ()) -> list[claims.Claim]:
+    """Every (name, address) a per-peer conn could be built for, with its proof and age."""
+    out = [claims.Claim(fqdn, address, "config", claims.BEFORE_RECORDS)
+           for fqdn, address, _, _ in static_peers]
+    return out + [claim for d in decisions for claim in d.claims()]
 
 
 def resolv_conf_servers(path: Path = Path("/etc/resolv.conf")) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import socket
@@ -179,7 +180,7 @@ def test_no_downgrade_through_dns(lab: Lab, make_lab_config: Callable[..., Path]
     state = StateDir(cfg.state_dir)
     cache = PeerCache(state)
     held = Result("host.bogus.oe.test", "host.bogus.oe.test", "authenticated", "dns", ad,
-                  NOW + dt.timedelta(seconds=60), ("127.0.0.1",))
+                  NOW + dt.timedelta(seconds=60), ("127.0.0.2",))  # not the other peer's
     cache.update(held, NOW)
     cache.save()
     out = _discover_json(cfg, ["host.bogus.oe.test"], NOW + dt.timedelta(seconds=10))
@@ -358,3 +359,59 @@ def test_rollover_records_from_the_publisher(lab: Lab, make_lab_config: Callable
     assert result.advertisement is not None
     assert result.advertisement.pins == (keys.spki_sha256(key), keys.spki_sha256(nxt))
     assert result.advertisement.ike_ports == (500, 4500)
+
+
+def test_document_cannot_claim_addresses_outside_its_dns_nor_take_a_signed_peers(
+    lab: Lab, make_lab_config: Callable[..., Path], tmp_path: Path,
+    nginx: Callable[[Path, Path, Path], None],
+) -> None:
+    """The review's attack: a name with a genuine certificate lists other hosts' addresses
+    in its document. Only those its own A records give count, and an address a signed peer
+    also claims stays the signed peer's."""
+    import io
+
+    from oeagent.enroll import enroll
+    from oeagent.policy import model
+    from oeagent.report import NullReporter
+
+    evil = unique("insecure.oe.test")
+    # Its own (unsigned) zone says 127.0.0.1, where nginx serves its document. The other
+    # addresses are only strings in the document: nothing is ever sent to them.
+    oe_peers._send(lab, "insecure.oe.test",
+                   lambda u: u.replace(f"{evil}.", 60, "A", "127.0.0.1"))
+    server = config_module.load(make_lab_config({"host.names": [evil]}, name="server.toml"))
+    serial = enroll(server, NullReporter()).certificate["serial"]  # type: ignore[index]
+    webroot = tmp_path / "www"
+    ad, _ = new_advert(evil, max_age=600)
+    ad = dataclasses.replace(ad, addresses=("198.51.100.7", "127.0.0.1", "203.0.113.7"))
+    write_document(webroot, ad, NOW + dt.timedelta(seconds=300))
+    nginx(server.state_dir / "certs" / serial / "fullchain.pem",
+          server.state_dir / "keys" / "current.pem", webroot)
+    cfg = discovery_config(make_lab_config, lab, lab.info.pebble_root_pem)
+
+    result = Discoverer(cfg.discovery).lookup(evil, NOW)
+    assert (result.status, result.source) == ("authenticated", "https"), result.reasons
+    assert result.advertisement == ad and result.addresses == ("127.0.0.1",)
+    assert result.notes == [
+        f"HTTPS: {a} is in the document but not in {evil}'s A/AAAA records; dropped"
+        for a in ("198.51.100.7", "203.0.113.7")]
+    text = io.StringIO()
+    discover(cfg, [evil], out=text, now=NOW)
+    assert f"note: HTTPS: 198.51.100.7 is in the document but not in {evil}'s" in text.getvalue()
+
+    # A signed peer at the same address, looked up in the same run: DNSSEC keeps it.
+    bank_ad, bank_key = new_advert(unique())
+    publish_dns(lab, bank_ad, bank_key, address="127.0.0.1")
+    out = _discover_json(cfg, [evil, bank_ad.fqdn], NOW + dt.timedelta(seconds=10))
+    [conflict] = [line for line in out["lines"] if "conflict" in line]
+    assert conflict["conflict"] == {"address": "127.0.0.1", "kept": bank_ad.fqdn,
+                                    "lost": [evil], "why": "stronger proof"}
+    # The cache remembers the claims; the policy gives the address to the signed peer only.
+    state = StateDir(cfg.state_dir)
+    decisions = PeerCache(state).decisions(NOW + dt.timedelta(seconds=20))
+    owners, conflicts = model.claims.resolve(model.peer_claims(decisions))
+    assert owners["127.0.0.1"].name == bank_ad.fqdn and len(conflicts) == 1
+    policy = model.build(null_ranges=[], clear=[], block=[], never_locked_out=[],
+                         decisions=decisions, static_peers=[], responder=None)
+    assert f"conflict: {conflicts[0].text()}" in policy.notes
+    assert not any(evil in n and "cannot be an IPsec peer" in n for n in policy.notes)

@@ -1,0 +1,215 @@
+"""Who may claim an address: a document's addresses must be in the name's DNS, and one
+name per address in the policy (DNSSEC over HTTPS, then the older claim, then the name)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+from collections import Counter
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from oeagent import keys
+from oeagent.advertisement import Advertisement
+from oeagent.discovery import claims
+from oeagent.discovery.cache import Decision, Entry, merge
+from oeagent.discovery.lookup import Discoverer, Result
+from oeagent.policy import model, render
+from tests.integration.oe_peers import ipseckey_rdata
+from tests.unit.test_discovery_units import _discoverer, _fake_dns
+
+NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
+PIN = "ab" * 32
+BANK, EVIL = "bank.example", "evil.example"
+SHARED = "198.51.100.7"
+
+
+def authenticated(name: str, source: str, addresses: tuple[str, ...], mode: str = "enforce",
+                  ttl: int = 86_400, doc_addresses: tuple[str, ...] = ()) -> Result:
+    ad = Advertisement(name, "ecdsa", (PIN,), mode, ttl, doc_addresses)
+    return Result(name, name, "authenticated", source, ad, NOW + dt.timedelta(seconds=ttl),
+                  addresses)
+
+
+def build(decisions: list[Decision], static: list[tuple[str, str, str, str]] | None = None
+          ) -> model.Policy:
+    return model.build(null_ranges=["0.0.0.0/0"], clear=[], block=[], never_locked_out=[],
+                       decisions=decisions, static_peers=static or [], responder=None)
+
+
+def conns(policy: model.Policy) -> list[tuple[str, str, str]]:
+    return [(p.fqdn, p.address, p.mode) for p in policy.peers]
+
+
+# ---- rule 1: addresses come from the name's own DNS -----------------------------------------
+
+def test_document_addresses_outside_the_names_dns_are_dropped_with_a_note() -> None:
+    result = authenticated(EVIL, "https", ("203.0.113.5",))
+    ad = Advertisement(EVIL, "ecdsa", (PIN,), addresses=("192.0.2.53", "203.0.113.5", SHARED))
+    assert Discoverer._vouched(result, ad) == ("203.0.113.5",)
+    assert result.notes == [
+        f"HTTPS: {a} is in the document but not in {EVIL}'s A/AAAA records; dropped"
+        for a in ("192.0.2.53", SHARED)]
+
+
+def test_a_document_without_addresses_stands_for_the_dns_ones() -> None:
+    result = authenticated(EVIL, "https", ("203.0.113.5", "2001:db8::5"))
+    ad = Advertisement(EVIL, "ecdsa", (PIN,))
+    assert Discoverer._vouched(result, ad) == ("203.0.113.5", "2001:db8::5")
+    assert result.notes == []
+
+
+def test_a_document_listing_only_foreign_addresses_gets_no_conn() -> None:
+    result = authenticated(EVIL, "https", ("203.0.113.5",))
+    result.addresses = Discoverer._vouched(
+        result, Advertisement(EVIL, "ecdsa", (PIN,), addresses=(SHARED,)))
+    assert result.addresses == () and result.notes
+    assert build([merge(None, result, NOW).decision]).peers == []
+
+
+def test_a_signed_advertisement_covers_only_signed_addresses(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    ad = Advertisement(BANK, "ecdsa", (keys.spki_sha256(key),))
+    zone = {
+        (f"{BANK}.", "A"): ("secure", ["198.51.100.10"]),
+        (f"{BANK}.", "AAAA"): ("insecure", ["2001:db8::10"]),  # e.g. through an unsigned CNAME
+        (f"_oe.{BANK}.", "TXT"): ("secure", [f'"{ad.txt()}"']),
+        (f"_500._udp.{BANK}.", "TLSA"): ("secure", [f"3 1 1 {ad.pins[0]}"]),
+        (f"{BANK}.", "IPSECKEY"): ("secure", [str(ipseckey_rdata(key.public_key()))]),
+    }
+    _fake_dns(monkeypatch, zone)
+    result = _discoverer().lookup(BANK, NOW)
+    assert (result.status, result.source) == ("authenticated", "dns"), result.reasons
+    assert result.addresses == ("198.51.100.10",)
+    assert result.advertisement is not None
+    assert result.advertisement.addresses == ("198.51.100.10",)
+    assert result.notes == ["DNS: 2001:db8::10 is not DNSSEC-signed; not used for the signed "
+                            "advertisement"]
+
+
+# ---- rule 2: one name per address -----------------------------------------------------------
+
+def test_dnssec_claim_beats_an_older_https_claim() -> None:
+    evil = merge(None, authenticated(EVIL, "https", (SHARED, "203.0.113.5")), NOW).decision
+    later = NOW + dt.timedelta(days=3)
+    bank = merge(None, authenticated(BANK, "dns", (SHARED,)), later).decision
+    policy = build([evil, bank])
+    assert conns(policy) == [(EVIL, "203.0.113.5", "enforce"), (BANK, SHARED, "enforce")]
+    [note] = [n for n in policy.notes if n.startswith("conflict:")]
+    assert note.startswith(f"conflict: {SHARED} is claimed by {BANK} and {EVIL}: kept by "
+                           f"{BANK} (DNSSEC since {later.isoformat()}), stronger proof")
+
+
+def test_between_equals_the_first_claim_keeps_the_address_and_refreshes_do_not_move_it() -> None:
+    bank = merge(None, authenticated(BANK, "https", (SHARED,), mode="testing"), NOW)
+    evil = merge(None, authenticated(EVIL, "https", (SHARED,)), NOW + dt.timedelta(hours=1))
+    # Both refresh later (the bank first): the claims keep their first dates, through a
+    # round trip of peers.json too.
+    for hours in (5, 20):
+        at = NOW + dt.timedelta(hours=hours)
+        bank = merge(bank, authenticated(BANK, "https", (SHARED,), mode="testing"), at)
+        evil = merge(evil, authenticated(EVIL, "https", (SHARED,)), at)
+        bank, evil = (Entry.from_json(json.loads(json.dumps(e.to_json()))) for e in (bank, evil))
+        assert bank.decision.since == {SHARED: NOW}
+        policy = build([evil.decision, bank.decision])
+        # The winner is not downgraded to the loser's enforce, nor changed in any way.
+        assert conns(policy) == [(BANK, SHARED, "testing")]
+        assert any("claimed first" in n for n in policy.notes)
+
+
+def test_a_failed_lookup_keeps_the_claim_and_a_release_ends_it() -> None:
+    bank = merge(None, authenticated(BANK, "https", (SHARED,)), NOW)
+    evil = merge(None, authenticated(EVIL, "https", (SHARED,)), NOW + dt.timedelta(hours=1))
+    at = NOW + dt.timedelta(hours=2)
+    bank = merge(bank, Result(BANK, BANK, "unreachable", reasons=["timeout"]), at)
+    assert bank.held and conns(build([bank.effective(at), evil.effective(at)]))[0][0] == BANK
+    released = Result(BANK, BANK, "none", "https",
+                      Advertisement(BANK, "ecdsa", (), "none", 300), at)
+    bank = merge(bank, released, at)
+    assert conns(build([bank.effective(at), evil.effective(at)])) == [(EVIL, SHARED, "enforce")]
+    # Claiming the address again starts a new claim: the one held meanwhile keeps it.
+    again = NOW + dt.timedelta(hours=3)
+    bank = merge(bank, authenticated(BANK, "https", (SHARED,)), again)
+    assert bank.decision.since == {SHARED: again}
+    assert conns(build([bank.effective(again), evil.effective(again)]))[0][0] == EVIL
+
+
+def test_same_proof_same_age_is_decided_by_name_whatever_the_order() -> None:
+    a = merge(None, authenticated("a.example", "https", (SHARED,)), NOW).decision
+    b = merge(None, authenticated("b.example", "https", (SHARED,)), NOW).decision
+    for order in ([a, b], [b, a]):
+        policy = build(order)
+        assert conns(policy) == [("a.example", SHARED, "enforce")]
+        assert any("a tie (same proof, first seen together): kept by name order" in n
+                   for n in policy.notes)
+
+
+def test_configured_peers_beat_discovered_ones() -> None:
+    bank = merge(None, authenticated(BANK, "dns", (SHARED,)), NOW).decision
+    policy = build([bank], [("mine.example", SHARED, "rsasig", "testing")])
+    assert conns(policy) == [("mine.example", SHARED, "testing")]
+    assert any("kept by mine.example (policy.peers)" in n for n in policy.notes)
+
+
+def test_one_name_claiming_an_address_twice_is_no_conflict() -> None:
+    by_name = merge(None, authenticated(BANK, "dns", (SHARED,)), NOW).decision
+    by_address = dataclasses.replace(by_name, peer=SHARED)
+    policy = build([by_name, by_address], [(BANK, SHARED, "ecdsa", "enforce")])
+    assert conns(policy) == [(BANK, SHARED, "enforce")]
+    assert not any("conflict" in n for n in policy.notes)
+
+
+def test_a_cache_written_before_claims_were_dated_loads_its_claims_as_the_oldest() -> None:
+    old = merge(None, authenticated(BANK, "dns", (SHARED,)), NOW).to_json()
+    del old["source"], old["since"]
+    loaded = Entry.from_json(old).decision
+    assert loaded.source == "" and loaded.since == {SHARED: claims.BEFORE_RECORDS}
+    newer = merge(None, authenticated(EVIL, "https", (SHARED,)), NOW).decision
+    assert conns(build([newer, loaded])) == [(BANK, SHARED, "enforce")]  # older wins
+    # An unknown proof ranks as HTTPS: a DNSSEC claim made later still wins.
+    signed = merge(None, authenticated(EVIL, "dns", (SHARED,)), NOW).decision
+    assert conns(build([loaded, signed])) == [(EVIL, SHARED, "enforce")]
+
+
+# ---- property: no address in two peer conns ------------------------------------------------
+
+_names = st.sampled_from(["a.example", "b.example", "c.example", "d.example"])
+_addresses = st.sampled_from(["198.51.100.1", "198.51.100.2", "203.0.113.9", "2001:db8::1",
+                              "10.0.0.1"])
+_decisions = st.builds(
+    lambda name, source, addrs, mode, age: dataclasses.replace(
+        merge(None, authenticated(name, source, tuple(dict.fromkeys(addrs)), mode),
+              NOW - dt.timedelta(hours=age)).decision, peer=f"{name}#{age}"),
+    _names, st.sampled_from(["dns", "https", ""]), st.lists(_addresses, max_size=4),
+    st.sampled_from(["enforce", "testing"]), st.integers(0, 3))
+_static = st.tuples(_names, _addresses, st.sampled_from(["ecdsa", "rsasig"]),
+                    st.sampled_from(["enforce", "testing"]))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
+@given(st.lists(_decisions, max_size=8), st.lists(_static, max_size=3), st.booleans())
+def test_no_address_is_ever_in_two_peer_conns(
+    decisions: list[Decision], static: list[tuple[str, str, str, str]], ipv6: bool,
+) -> None:
+    later = NOW + dt.timedelta(minutes=1)
+    policy = model.build(null_ranges=["0.0.0.0/0"], clear=["10.0.0.0/8"], block=[],
+                         never_locked_out=[], decisions=decisions, static_peers=static,
+                         responder=None, ipv6=ipv6)
+    conf = render.render(policy, later)["oeagent.conf"]
+    rights = Counter(a for a in re.findall(r"^\tright=(\S+)$", conf, flags=re.MULTILINE)
+                     if not a.startswith("%"))
+    assert all(n == 1 for n in rights.values()), rights
+    # ... and the conn an address keeps is its strongest, then oldest, then first-named claim.
+    owners, _ = claims.resolve(model.peer_claims(decisions, static))
+    for p in policy.peers:
+        assert owners[p.address].name == p.fqdn
+    kept = {p.address for p in policy.peers}
+    expected = {a for a in owners
+                if not a.startswith("10.") and (ipv6 or ":" not in a)}
+    assert kept == expected
