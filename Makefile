@@ -50,11 +50,19 @@ lab-down: venv
 demo: deps
 	bash scripts/demo.sh $(LAB)
 
-# Every benchmark in bench/ (each starts its own lab; minutes, not part of `make test`).
-# BENCH_ARGS is passed to each script, e.g. `make bench BENCH_ARGS=--smoke`.
+# The benchmarks in bench/ (each starts its own lab; minutes, not part of `make test`).
+# BENCH picks which (default: all): enroll discovery policy_scale startup renewal_disruption
+# idle_cost. BENCH_ARGS goes to each picked script; all of them take --smoke, --output and
+# --lab, the rest are per script, so pick one for those:
+#   make bench BENCH_ARGS=--smoke
+#   make bench BENCH=enroll BENCH_ARGS="--pairs 10 --output enroll.md"
+BENCHMARKS := $(filter-out common,$(basename $(notdir $(wildcard bench/*.py))))
+BENCH ?= $(BENCHMARKS)
 bench: deps
-	@set -e; for script in bench/*.py; do \
-	  [ "$$script" = bench/common.py ] && continue; \
+	@set -e; for name in $(BENCH); do \
+	  script=bench/$$name.py; \
+	  if [ ! -f "$$script" ] || [ "$$name" = common ]; then \
+	    echo "no benchmark bench/$$name.py (BENCH: $(BENCHMARKS))" >&2; exit 2; fi; \
 	  echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
 
 clean:

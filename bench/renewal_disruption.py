@@ -15,7 +15,10 @@ namespaces against the lab's Pebble and tells the server's pluto over its contro
    database while ``oeagent renew --force`` runs; the gap is the longest run of polls that did
    not find the nickname (resolution: the poll interval, also reported), next to the window
    the swap itself measures and reports (``swap_window_seconds``);
-3. after each renewal: is the IKE SA (same serial, ``#N``) still established on both sides,
+3. meanwhile a second thread watches the client's IKE SAs (``whack --showstates`` back to
+   back): when the SA it had disappears, it initiates again every 0.5 s, as traffic hitting an
+   on-demand trap would, and records how long until a new IKE SA is established;
+4. after each renewal: is the IKE SA (same serial, ``#N``) still established on both sides,
    does pluto list the new certificate, and does a new IKE SA authenticate the new one.
 """
 
@@ -94,6 +97,43 @@ class Poller(threading.Thread):
         return statistics.median(b - a for a, b in itertools.pairwise(times))
 
 
+class SaWatcher(threading.Thread):
+    """Watches the client's IKE SAs; once ``old`` is gone, re-initiates every 0.5 s (as
+    packets hitting an on-demand trap would) until a new IKE SA is established."""
+
+    def __init__(self, node: Pluto, old: str, timeout: float = 30) -> None:
+        super().__init__(daemon=True)
+        self.node, self.old, self.timeout = node, old, timeout
+        self.known = established_ike_sas(node)
+        self.gone: float | None = None
+        self.up: float | None = None
+        self.new_sa: str | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        last_initiate = 0.0
+        while not self.stop.wait(0.05):  # each poll is a whack process: keep the load low
+            now = time.monotonic()
+            current = established_ike_sas(self.node)
+            if self.gone is None:
+                if self.old in current:
+                    continue
+                self.gone = now
+            fresh = current - self.known
+            if fresh:
+                self.up = now
+                self.new_sa = sorted(fresh, key=lambda s: int(s[1:]))[-1]
+                return
+            if now - self.gone > self.timeout:
+                return
+            if now - last_initiate >= 0.5:
+                self.node.whack("--initiate", "--name", "bench", "--asynchronous", check=False)
+                last_initiate = now
+
+    def outage(self) -> float | None:
+        return None if self.gone is None or self.up is None else self.up - self.gone
+
+
 def oeagent(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "oeagent", "--config", str(config), *args],
                           capture_output=True, text=True, timeout=180, check=False,
@@ -140,6 +180,7 @@ class Round:
     survived_server: bool
     pluto_has_new: bool
     new_sa_ok: bool
+    outage: float | None  # client: old IKE SA gone -> new one established (re-initiating)
     pluto_exit: int | None  # the server's pluto died during the renewal (its exit status)
 
 
@@ -164,6 +205,10 @@ def _find(data: object, key: str) -> object:
             if found is not None:
                 return found
     return None
+
+
+def ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 1000:.0f} ms"
 
 
 def conn(node: Pluto, name: str, text: str) -> None:
@@ -227,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time.sleep(1.1)  # certificates differ in notBefore to the second
                 poller = Poller(server.nss_database, "oeagent")
                 poller.start()
+                watched = first
+                watcher = SaWatcher(client, watched)
+                watcher.start()
                 time.sleep(0.2)
                 start = time.perf_counter()
                 done = oeagent(config, "--json", "renew", "--force")
@@ -234,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time.sleep(0.2)
                 poller.stop.set()
                 poller.join(10)
+                if watcher.gone is not None:
+                    watcher.join(watcher.timeout + 5)  # let it see the new SA up
+                watcher.stop.set()
+                watcher.join(10)
                 if done.returncode != 0:
                     raise SystemExit(f"renew failed: {done.stdout[-1000:]}{done.stderr[-2000:]}")
                 crashed = server.host.processes[-1].poll()
@@ -253,32 +305,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                     survived_client = first in known
                     survived_server = bool(server_sas & established_ike_sas(server))
                     has_new = listed_serial(server) == deployed_serial(config)
-                client.whack("--initiate", "--name", "bench", "--asynchronous", check=False)
                 new_ok = True
-                try:
-                    newest = wait_for_new_sa(client, known, timeout=10)
-                except SystemExit:
-                    new_ok = False
-                if crashed is not None and new_ok:
+                if crashed is None and watcher.new_sa is not None:
+                    # The watcher's SA was negotiated after the old one ended, so with the
+                    # conn re-added and the new certificate; a second initiate would not
+                    # make another one.
+                    newest = watcher.new_sa
+                else:
+                    client.whack("--initiate", "--name", "bench", "--asynchronous",
+                                 check=False)
+                    try:
+                        newest = wait_for_new_sa(client, known, timeout=10)
+                    except SystemExit:
+                        new_ok = False
+                if new_ok:  # the next round watches the SA that is up now
                     first, server_sas = newest, established_ike_sas(server)
                 results.append(Round(poller.longest_gap(), poller.misses(),
                                      len(poller.samples), poller.interval(),
                                      swap_window(done.stdout), wall, survived_client,
-                                     survived_server, has_new, new_ok, crashed))
+                                     survived_server, has_new, new_ok,
+                                     watcher.outage() if crashed is None else None, crashed))
                 r = results[-1]
+                if os.environ.get("BENCH_RENEWAL_VERBOSE"):
+                    log(f"renew output: {done.stdout}")
                 log(f"round {n + 1}: gap {r.gap * 1000:.0f} ms ({r.misses} of {r.polls} polls "
                     f"missed, one every {r.interval * 1000:.1f} ms), swap window "
-                    f"{(r.window or 0) * 1000:.0f} ms, SA {first} survived: client "
+                    f"{(r.window or 0) * 1000:.0f} ms, SA {watched} survived: client "
                     f"{survived_client}, server {survived_server}; pluto has the new "
-                    f"certificate: {has_new}; new SA: {new_ok}")
+                    f"certificate: {has_new}; new SA: {new_ok}; old SA gone -> new SA up "
+                    f"{ms(r.outage)}")
     finally:
         if not args.lab:
             with contextlib.suppress(Exception):
                 lab.down()
         shutil.rmtree(base, ignore_errors=True)
-
-    def ms(x: float | None) -> str:
-        return "n/a" if x is None else f"{x * 1000:.0f} ms"
 
     windows = [r.window for r in results if r.window is not None]
     lines = [
@@ -290,8 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "| round | nickname missing (polled) | polls missed / total | poll interval | "
         "swap's own window | renew wall | server's pluto | IKE SA survived (client / server) |"
-        " pluto lists the new cert | new IKE SA with it |",
-        "|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+        " old SA gone → new IKE SA up | pluto lists the new cert | new IKE SA with it |",
+        "|---:|---:|---:|---:|---:|---:|---|---|---:|---|---|",
     ]
     for i, r in enumerate(results, 1):
         lines.append(
@@ -299,8 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r.polls} | {r.interval * 1000:.1f} ms | {ms(r.window)} | {ms(r.wall)} | "
             f"{'ran on' if r.pluto_exit is None else f'**died** (exit {r.pluto_exit})'} | "
             f"{'yes' if r.survived_client else 'no'} / {'yes' if r.survived_server else 'no'} |"
+            f" {'n/a (kept)' if r.survived_client else ms(r.outage)} |"
             f" {'yes' if r.pluto_has_new else 'no'} | {'yes' if r.new_sa_ok else 'no'} |")
     crashes = [r.pluto_exit for r in results if r.pluto_exit is not None]
+    outages = [r.outage for r in results if r.outage is not None]
     lines += [
         "",
         "- window without a certificate: median "
@@ -311,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f"; the server's pluto died in {len(crashes)} of {len(results)} renewals "
            f"(exit statuses {sorted(set(crashes))}; -11 is SIGSEGV) and was restarted"
            if crashes else ""),
+        "- where it did not survive: from the client's old IKE SA disappearing to a new one "
+        "established, the client re-initiating every 0.5 s as traffic would: "
+        + (f"median {ms(statistics.median(outages))}, max {ms(max(outages))}"
+           if outages else "n/a"),
         "",
         f"- command: `{command}`, as root",
         f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}; "

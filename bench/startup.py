@@ -58,6 +58,33 @@ def imported(argv: list[str], env: dict[str, str]) -> list[str]:
     return [h for h in HEAVY if h in names]
 
 
+def rotation(commands: dict[str, list[str]], runs: int, env: dict[str, str],
+             ) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    """Wall times of ``runs`` rotations over ``commands`` (after one warm-up run of each), and
+    the heavy packages each imports."""
+    for argv_ in commands.values():  # warm the page cache and .pyc files
+        run(argv_, env)
+    times: dict[str, list[float]] = {label: [] for label in commands}
+    for _ in range(runs):
+        for label, argv_ in commands.items():
+            times[label].append(run(argv_, env))
+    return times, {label: imported(argv_, env) for label, argv_ in commands.items()}
+
+
+def table_rows(times: dict[str, list[float]], heavy: dict[str, list[str]], base_label: str,
+               ) -> list[str]:
+    """The Markdown rows: median, min-max, ratio to and time beyond ``base_label``."""
+    base = statistics.median(times[base_label])
+    rows = []
+    for label, samples in times.items():
+        med = statistics.median(samples)
+        rows.append(
+            f"| {label} | {med * 1000:.0f} ms | {min(samples) * 1000:.0f}-"
+            f"{max(samples) * 1000:.0f} ms | {med / base:.1f}x | +{(med - base) * 1000:.0f} ms |"
+            f" {', '.join(heavy[label]) or 'none'} |")
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=30, help="runs of each command")
@@ -91,30 +118,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = subprocess.run(commands["`oeagent status` (enrolled host)"], env=env,
                                 capture_output=True, text=True, timeout=60, check=False)
         log(f"status exit {status.returncode}: {status.stdout.strip().splitlines()[:1]}")
-        for argv_ in commands.values():  # warm the page cache and .pyc files
-            run(argv_, env)
-        times: dict[str, list[float]] = {label: [] for label in commands}
-        for _ in range(runs):
-            for label, argv_ in commands.items():
-                times[label].append(run(argv_, env))
-        heavy = {label: imported(argv_, env) for label, argv_ in commands.items()}
+        times, heavy = rotation(commands, runs, env)
     finally:
         if not args.lab:
             with contextlib.suppress(Exception):
                 lab.down()
         shutil.rmtree(work, ignore_errors=True)
-    base = statistics.median(times["`python -c pass`"])
     lines = [
         f"Start-up, {runs} runs of each command in rotation, medians (same interpreter).", "",
         "| command | wall (median) | min-max | vs `python -c pass` | beyond it | heavy imports |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    for label, samples in times.items():
-        med = statistics.median(samples)
-        lines.append(
-            f"| {label} | {med * 1000:.0f} ms | {min(samples) * 1000:.0f}-"
-            f"{max(samples) * 1000:.0f} ms | {med / base:.1f}x | +{(med - base) * 1000:.0f} ms |"
-            f" {', '.join(heavy[label]) or 'none'} |")
+    lines += table_rows(times, heavy, "`python -c pass`")
     acme_free = not any(set(heavy[label]) & {"acme", "josepy", "requests"}
                         for label in commands)
     lines += [

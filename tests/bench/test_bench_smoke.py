@@ -73,3 +73,13 @@ def test_renewal_disruption_benchmark_smoke(lab: Lab, tmp_path: Path) -> None:
     table = _smoke("renewal_disruption.py", lab, tmp_path / "renewal.md")
     assert "| 1 |" in table
     assert "window without a certificate: median " in table
+
+
+def test_idle_cost_benchmark_smoke(lab: Lab, tmp_path: Path) -> None:
+    # 5 s idle after the agent's first runs of renew, publish and discovery; 3 start-up rounds.
+    table = _smoke("idle_cost.py", lab, tmp_path / "idle.md", timeout=240)
+    assert "| resident memory (VmRSS) while idle, max of " in table
+    assert "- target, resident memory under 60 MB: **" in table
+    assert "- target, CPU well under 1 % of a core" in table
+    assert "| `oeagent --help` |" in table and "| `oeagent status` (this enrolled host) |" in table
+    assert "is imported by neither: **yes**" in table
