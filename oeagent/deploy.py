@@ -132,11 +132,12 @@ def deploy_to_nss(
                                   ipsec_dir=config.pluto.ipsec_dir, config=config.pluto.config)
     reporter.step(
         "pluto",
-        "told pluto to reread certificates"
+        f"pluto: {notified}"
         if notified
         else "pluto is not running; it will load the certificate when it starts",
-        pluto_running=notified,
+        pluto_running=notified is not None,
     )
     return DeployResult(
-        config.nss.database, config.nss.nickname, cert.serial_hex, outcome.status, added, notified
+        config.nss.database, config.nss.nickname, cert.serial_hex, outcome.status, added,
+        notified is not None,
     )

@@ -24,11 +24,12 @@ _NOT_RUNNING = ("Pluto is not running", "Connection refused", "No such file or d
 
 def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None = None,
                  ipsec_dir: Path | None = None, config: Path | None = None,
-                 removed: bool = False) -> bool:
+                 removed: bool = False) -> str | None:
     """Make pluto use the certificate now under ``nickname`` (or, with ``removed``, stop
     using the one that is gone).
 
-    True when pluto was told, False when pluto is not running. Raises PlutoError when
+    What pluto was told, as a phrase for the report ("reread its certificates" or "replaced
+    conns ..."), or None when pluto is not running. Raises PlutoError when
     pluto runs but a reload failed (whack exits non-zero: e.g. status 27 "reloading
     leftcert='NICK' failed" when the nickname has no usable certificate and key).
 
@@ -51,16 +52,20 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
         log.info(
             "pluto is not running (no %s); it reads the certificates when it starts", ctlsocket
         )
-        return False
+        return None
     if nickname is not None:
         status = _whack(ctlsocket, ["--status"], timeout)
         if status is None:
             log.info("pluto is not running (%s)", ctlsocket)
-            return False
+            return None
         users = cert_conns(status, nickname)
         if users and (has_group_instances(status) or has_states(status, users)):
             _replace(ctlsocket, users, ipsec_dir, config, removed, timeout)
-            return True
+            # Said plainly: replacing ends these conns' SAs, a reread would not have.
+            verb = "deleted" if removed else "replaced"
+            return (f"{verb} the conns using it ({', '.join(users)}; their SAs ended, peers "
+                    f"negotiate again) instead of --rereadcerts, which crashes pluto 4.10 "
+                    f"with OE instances or SAs up")
     result = proc.run(
         ["ipsec", "whack", "--ctlsocket", str(ctlsocket), "--rereadcerts"],
         check=False,
@@ -69,10 +74,10 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
     output = (result.stdout + "\n" + result.stderr).strip()
     if result.returncode == 0:
         log.debug("pluto reread certificates: %s", output)
-        return True
+        return "told it to reread its certificates"
     if any(marker in output for marker in _NOT_RUNNING):
         log.info("pluto is not running (%s)", ctlsocket)
-        return False
+        return None
     detail = output.splitlines()[-1] if output else f"exit status {result.returncode}"
     raise PlutoError(f"pluto failed to reload its certificates: {detail}")
 

@@ -261,6 +261,6 @@ def _remove_from_nss(config: Config, state: StateDir, reporter: Reporter) -> int
     notified = pluto.reread_certs(config.pluto.ctlsocket, nickname=config.nss.nickname,
                                   ipsec_dir=config.pluto.ipsec_dir, config=config.pluto.config,
                                   removed=True)
-    reporter.step("pluto", "told pluto to reread certificates" if notified
-                  else "pluto is not running", pluto_running=notified)
+    reporter.step("pluto", f"pluto: {notified}" if notified else "pluto is not running",
+                  pluto_running=notified is not None)
     return removed

@@ -131,7 +131,7 @@ def test_pluto_in_a_namespace_serves_the_renewed_certificate_after_rereadcerts(
     time.sleep(1.1)  # pluto shows expiries to the second: make the new one differ
     done = oeagent(config, "renew", "--force")
     assert done.returncode == 0, done.stderr
-    assert "told pluto to reread certificates" in done.stdout
+    assert "pluto: told it to reread its certificates" in done.stdout
     new_serial, new = serial_and_cert(config)
     assert new_serial != first_serial
     serial, untils = pluto_ns.loaded()

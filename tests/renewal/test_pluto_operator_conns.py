@@ -131,6 +131,8 @@ def test_renewal_re_adds_the_operators_conns_from_pluto_config(
     assert started, status
     done = oeagent(config, "renew", "--force")
     assert done.returncode == 0, done.stdout + done.stderr
+    # The report says what really happened: the conns were replaced (their SAs end), not reread.
+    assert "replaced the conns using it" in done.stdout, done.stdout
     after = current_serial(config)
     assert after != before
     assert all(proc.poll() is None for proc in host.processes), node.log_text()[-2000:]

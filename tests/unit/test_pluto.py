@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(shutil.which("ipsec") is None, reason="needs lib
 
 
 def test_no_socket_means_not_running(tmp_path: Path) -> None:
-    assert pluto.reread_certs(tmp_path / "pluto.ctl") is False
+    assert pluto.reread_certs(tmp_path / "pluto.ctl") is None
 
 
 def test_stale_socket_means_not_running(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_stale_socket_means_not_running(tmp_path: Path) -> None:
     path = tmp_path / "pluto.ctl"
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(path))
-    assert pluto.reread_certs(path) is False
+    assert pluto.reread_certs(path) is None
 
 
 def test_not_a_socket_is_a_config_error(tmp_path: Path) -> None:
