@@ -295,8 +295,9 @@ def run_oeagent(lab: Lab, work: Path, peer_file: Path, peers: list[Peer], concur
                 "--output", str(profile), "--", *argv]
     before, children = daemon_cpu(lab), os.times()
     start = time.perf_counter()
+    # cwd too: ``python -m`` puts the working directory first on sys.path, before PYTHONPATH.
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900,
-                          check=False)
+                          check=False, cwd=source)
     wall = time.perf_counter() - start
     after, children_after = daemon_cpu(lab), os.times()
     if proc.returncode != 0:
