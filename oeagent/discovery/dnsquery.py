@@ -9,6 +9,7 @@ says why with a DNSSEC Extended DNS Error; a timeout is unreachable. Neither is 
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import os
 import socket
@@ -49,7 +50,7 @@ class Resolver:
     trusted: bool = False
     """Trust the AD bit even though the resolver is not on loopback."""
 
-    @property
+    @functools.cached_property  # asked once per query: parse the address once
     def ad_trusted(self) -> bool:
         return self.trusted or ipaddress.ip_address(self.address).is_loopback
 
