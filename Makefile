@@ -36,6 +36,7 @@ lint: venv
 	$(VENV)/bin/ruff check oeagent lab tests bench
 typecheck: venv
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict --explicit-package-bases bench
 
 test: deps lint typecheck
 	$(VENV)/bin/pytest -q -ra tests
