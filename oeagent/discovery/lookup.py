@@ -34,7 +34,7 @@ from oeagent.advertisement import (
 )
 from oeagent.config import DiscoveryConfig
 from oeagent.discovery import records, wellknown
-from oeagent.discovery.dnsquery import Answer, Resolver, Security, query
+from oeagent.resolver import Answer, Resolver, Security, query
 
 if TYPE_CHECKING:
     from oeagent.discovery.validate import Validator

@@ -35,8 +35,8 @@ import dns.zonefile
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 
-from oeagent.discovery.dnsquery import Answer, Resolver, Security, classify
 from oeagent.errors import OeagentError
+from oeagent.resolver import Answer, Resolver, Security, classify
 
 T = dns.rdatatype.RdataType
 ALGORITHMS = frozenset({8, 10, 13, 14, 15, 16})
@@ -176,7 +176,7 @@ class Validator:
         self._lock = threading.Lock()
 
     def query(self, name: dns.name.Name | str, rdtype: str) -> Answer:
-        """Like ``dnsquery.query``, with the security decided here instead of by the AD bit."""
+        """Like ``resolver.query``, with the security decided here instead of by the AD bit."""
         qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
         judged = self._judge(qname, dns.rdatatype.from_text(rdtype))
         assert judged.answer is not None

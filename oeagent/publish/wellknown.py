@@ -16,10 +16,10 @@ import json
 import os
 from pathlib import Path
 
-from oeagent import fsio
+from oeagent import fsio, resolver
 from oeagent.advertisement import WELL_KNOWN_PATH
 from oeagent.errors import StateError
-from oeagent.publish import https, resolver
+from oeagent.publish import https
 from oeagent.publish.base import Backend, Check, Desired, Diff, Plan, Verification
 
 

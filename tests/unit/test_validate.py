@@ -19,9 +19,9 @@ import dns.zone
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from oeagent.discovery.dnsquery import Resolver, Security
 from oeagent.discovery.validate import Anchors, Validator, denial, load_anchors
 from oeagent.errors import OeagentError
+from oeagent.resolver import Resolver, Security
 
 T = dns.rdatatype.RdataType
 N = dns.name.from_text

@@ -1,9 +1,13 @@
 """Asking the validating resolver, and saying precisely what its answer proves.
 
+The one DNS client of discovery (``discover``, the policy's exception lookups) and of
+publishing (``publish --verify``): the same query (RD, DO and AD set), the same rules.
 The AD bit is only as trustworthy as the channel it came over (RFC 4035 §4.9.3): oeagent
 believes it from a resolver on loopback, or from one the operator explicitly marked trusted,
 and otherwise treats every answer as insecure. A SERVFAIL is bogus only when the resolver
 says why with a DNSSEC Extended DNS Error; a timeout is unreachable. Neither is ever "none".
+Publishing polls (``poll``) with a growing interval up to a bound instead of sleeping a fixed
+time: caches in between may still hold the old answer for up to its TTL.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dns.edns
@@ -64,6 +69,8 @@ class Answer:
     """The answer RRset for (name, rdtype) after CNAMEs; None for NXDOMAIN/NODATA/failures."""
     nxdomain: bool = False
     reason: str = ""
+    rcode: str = ""
+    """The reply's rcode (``NOERROR``, ``SERVFAIL``...); empty when no usable reply came."""
 
     @property
     def ttl(self) -> int:
@@ -73,21 +80,38 @@ class Answer:
     def empty(self) -> bool:
         return self.rrset is None
 
+    @property
+    def secure(self) -> bool:
+        return self.security is Security.SECURE
 
-def query(resolver: Resolver, name: dns.name.Name | str, rdtype: str) -> Answer:
+    @property
+    def values(self) -> frozenset[str]:
+        """The records' data in presentation form (what publishing compares)."""
+        return frozenset(r.to_text() for r in self.rrset) if self.rrset is not None else frozenset()
+
+    def describe(self) -> str:
+        """``NOERROR, AD, 2 record(s)``; a failure says why."""
+        why = f" ({self.reason})" if self.security in (Security.BOGUS, Security.UNREACHABLE) \
+            else ""
+        return (f"{self.rcode or 'UNREACHABLE'}, {'AD' if self.secure else 'no AD'}, "
+                f"{len(self.values)} record(s){why}")
+
+
+def query(resolver: Resolver, name: dns.name.Name | str,
+          rdtype: str | dns.rdatatype.RdataType) -> Answer:
     """One recursive query with DO and AD set; classify the reply, never raise for DNS trouble."""
     qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
-    qtype = dns.rdatatype.from_text(rdtype)
+    qtype = dns.rdatatype.RdataType.make(rdtype)
     try:
         reply = exchange(resolver, qname, qtype)
     except (dns.exception.Timeout, OSError) as exc:
         timeout = isinstance(exc, dns.exception.Timeout | TimeoutError)
         why = "timed out" if timeout else str(exc)
         return Answer(qname, qtype, Security.UNREACHABLE, None,
-                      reason=f"{rdtype} {qname}: resolver {why}")
+                      reason=f"{dns.rdatatype.to_text(qtype)} {qname}: resolver {why}")
     except (dns.exception.DNSException, MalformedReply) as exc:
         return Answer(qname, qtype, Security.UNREACHABLE, None,
-                      reason=f"{rdtype} {qname}: unusable reply ({exc})")
+                      reason=f"{dns.rdatatype.to_text(qtype)} {qname}: unusable reply ({exc})")
     return classify(reply, qname, qtype, resolver.ad_trusted)
 
 
@@ -238,33 +262,58 @@ def classify(
     ad_trusted: bool,
 ) -> Answer:
     rcode = reply.rcode()
+    text = dns.rcode.to_text(rcode)
     label = f"{dns.rdatatype.to_text(qtype)} {qname}"
     if rcode == dns.rcode.SERVFAIL:
         errors = reply.extended_errors()
         codes = {int(e.code) for e in errors}
-        text = "; ".join(f"EDE {int(e.code)} {e.text or ''}".strip() for e in errors)
+        ede = "; ".join(f"EDE {int(e.code)} {e.text or ''}".strip() for e in errors)
         if codes & _DNSSEC_EDE:
-            return Answer(qname, qtype, Security.BOGUS, None,
-                          reason=f"{label}: DNSSEC validation failed ({text})")
-        detail = f" ({text})" if text else " without an Extended DNS Error"
+            return Answer(qname, qtype, Security.BOGUS, None, rcode=text,
+                          reason=f"{label}: DNSSEC validation failed ({ede})")
+        detail = f" ({ede})" if ede else " without an Extended DNS Error"
         # A SERVFAIL that does not say it is a validation failure is not proof of an attack;
         # it is a failure to get an answer.
-        return Answer(qname, qtype, Security.UNREACHABLE, None,
+        return Answer(qname, qtype, Security.UNREACHABLE, None, rcode=text,
                       reason=f"{label}: SERVFAIL{detail}")
     if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-        return Answer(qname, qtype, Security.UNREACHABLE, None,
-                      reason=f"{label}: {dns.rcode.to_text(rcode)}")
+        return Answer(qname, qtype, Security.UNREACHABLE, None, rcode=text,
+                      reason=f"{label}: {text}")
     secure = ad_trusted and bool(reply.flags & dns.flags.AD)
     security = Security.SECURE if secure else Security.INSECURE
     if rcode == dns.rcode.NXDOMAIN:
-        return Answer(qname, qtype, security, None, nxdomain=True, reason=f"{label}: NXDOMAIN")
+        return Answer(qname, qtype, security, None, nxdomain=True, rcode=text,
+                      reason=f"{label}: NXDOMAIN")
     target = qname
     for _ in range(8):  # follow CNAMEs inside the answer, as a stub resolver does
         rrset = reply.get_rrset(reply.answer, target, dns.rdataclass.IN, qtype)
         if rrset is not None:
-            return Answer(qname, qtype, security, rrset)
+            return Answer(qname, qtype, security, rrset, rcode=text)
         cname = reply.get_rrset(reply.answer, target, dns.rdataclass.IN, dns.rdatatype.CNAME)
         if cname is None:
             break
         target = cname[0].target
-    return Answer(qname, qtype, security, None, reason=f"{label}: no such record")
+    return Answer(qname, qtype, security, None, rcode=text, reason=f"{label}: no such record")
+
+
+def addresses(resolver: Resolver, fqdn: str) -> list[str]:
+    """The A and AAAA addresses of ``fqdn`` through the resolver (security not required:
+    the HTTPS document is for zones without DNSSEC, and TLS authenticates the server)."""
+    found: list[str] = []
+    for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+        found += sorted(query(resolver, dns.name.from_text(fqdn), rdtype).values)
+    return found
+
+
+def poll(check: Callable[[], bool], timeout: float) -> float:
+    """Call ``check`` until it returns True or ``timeout`` passes; the seconds waited, or -1."""
+    start = time.monotonic()
+    delay = 0.05
+    while True:
+        if check():
+            return time.monotonic() - start
+        elapsed = time.monotonic() - start
+        if elapsed >= timeout:
+            return -1.0
+        time.sleep(min(delay, timeout - elapsed))
+        delay = min(delay * 2, 1.0)

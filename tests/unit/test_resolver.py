@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from oeagent.discovery import dnsquery
-from oeagent.discovery.dnsquery import MalformedReply, Resolver, Security
+from oeagent import resolver as dnsclient
+from oeagent.resolver import MalformedReply, Resolver, Security
 
 NAME = dns.name.from_text("_oe.Peer.Example.org.")
 
@@ -30,7 +30,7 @@ def test_request_is_what_dnspython_renders(rdtype: str) -> None:
     expected = dns.message.make_query(NAME, qtype, want_dnssec=True, payload=1232)
     expected.flags |= dns.flags.RD | dns.flags.AD
     expected.id = 4711
-    assert dnsquery.request_wire(NAME, qtype, 4711) == expected.to_wire()
+    assert dnsclient.request_wire(NAME, qtype, 4711) == expected.to_wire()
 
 
 def _rrsig(owner: dns.name.Name | str, covered: str) -> dns.rrset.RRset:
@@ -63,15 +63,15 @@ def _signed_negative(ede: int | None = None) -> dns.message.Message:
 def test_cutting_unread_records_keeps_what_classify_reads(ede: int | None) -> None:
     reply = _signed_negative(ede)
     full = dns.message.from_wire(reply.to_wire())
-    cut = dns.message.from_wire(dnsquery._cut_unread(reply.to_wire()))
+    cut = dns.message.from_wire(dnsclient._cut_unread(reply.to_wire()))
     assert cut.id == full.id and cut.flags == full.flags and cut.rcode() == full.rcode()
     assert cut.question == full.question
     assert cut.answer == full.answer[:3]  # the RRSIG after the CNAME stays, the last one goes
     assert [e.code for e in cut.extended_errors()] == [e.code for e in full.extended_errors()]
     assert cut.authority == [] and cut.edns == 0 and cut.ednsflags & dns.flags.DO
     for trusted in (True, False):
-        a = dnsquery.classify(cut, NAME, dns.rdatatype.TXT, trusted)
-        b = dnsquery.classify(full, NAME, dns.rdatatype.TXT, trusted)
+        a = dnsclient.classify(cut, NAME, dns.rdatatype.TXT, trusted)
+        b = dnsclient.classify(full, NAME, dns.rdatatype.TXT, trusted)
         assert (a.security, a.rrset, a.reason) == (b.security, b.rrset, b.reason)
 
 
@@ -80,7 +80,7 @@ def test_a_damaged_reply_is_refused_never_misread(cut_at: int, junk: bytes) -> N
     wire = _signed_negative().to_wire()
     damaged = wire[:cut_at] + junk
     try:
-        trimmed = dnsquery._cut_unread(damaged)
+        trimmed = dnsclient._cut_unread(damaged)
     except MalformedReply:
         return
     try:
@@ -136,7 +136,7 @@ def test_replies_to_another_id_or_question_are_ignored(
 ) -> None:
     resolver = server(lambda q: [b"\x00", _answer(q, qid_delta=1),
                                  _answer(q, name="other.example.org."), _answer(q)])
-    answer = dnsquery.query(resolver, NAME, "TXT")
+    answer = dnsclient.query(resolver, NAME, "TXT")
     assert answer.security is Security.SECURE and answer.rrset is not None
     assert answer.rrset.name == NAME
 
@@ -145,7 +145,7 @@ def test_no_reply_is_unreachable_after_the_timeout(
     server: Callable[[Callable[[bytes], list[bytes]]], Resolver],
 ) -> None:
     resolver = server(lambda q: [_answer(q, qid_delta=1)])
-    answer = dnsquery.query(Resolver(resolver.address, resolver.port, timeout=0.3), NAME, "TXT")
+    answer = dnsclient.query(Resolver(resolver.address, resolver.port, timeout=0.3), NAME, "TXT")
     assert answer.security is Security.UNREACHABLE and "timed out" in answer.reason
 
 
@@ -172,9 +172,22 @@ def test_a_truncated_reply_is_asked_again_over_tcp() -> None:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        answer = dnsquery.query(Resolver("127.0.0.1", port, timeout=2), NAME, "TXT")
+        answer = dnsclient.query(Resolver("127.0.0.1", port, timeout=2), NAME, "TXT")
     finally:
         thread.join(3)
         udp.close()
         tcp.close()
     assert answer.security is Security.SECURE and answer.rrset is not None
+
+
+def test_publishing_reads_the_same_answer(
+    server: Callable[[Callable[[bytes], list[bytes]]], Resolver],
+) -> None:
+    """publish --verify compares values and the AD bit, and reports them in one line."""
+    resolver = server(lambda q: [_answer(q)])
+    answer = dnsclient.query(resolver, NAME, dns.rdatatype.TXT)
+    assert answer.secure and answer.values == frozenset({'"v=OE1; mode=none"'})
+    assert answer.describe() == "NOERROR, AD, 1 record(s)"
+    silent = dnsclient.query(Resolver("127.0.0.1", resolver.port, timeout=0.2), NAME, "TXT")
+    assert not silent.secure and silent.values == frozenset()
+    assert silent.describe().startswith("UNREACHABLE, no AD, 0 record(s) (TXT")
