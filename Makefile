@@ -37,6 +37,7 @@ lint: venv
 	$(VENV)/bin/ruff check oeagent lab tests bench
 typecheck: venv
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict --explicit-package-bases bench
 
 test: deps lint typecheck
 	$(VENV)/bin/pytest -q -ra tests
@@ -56,13 +57,13 @@ demo: deps
 # --lab, the rest are per script, so pick one for those:
 #   make bench BENCH_ARGS=--smoke
 #   make bench BENCH=enroll BENCH_ARGS="--pairs 10 --output enroll.md"
-BENCHMARKS := $(filter-out common,$(basename $(notdir $(wildcard bench/*.py))))
+BENCHMARKS := $(filter-out common pyspy_summary,$(basename $(notdir $(wildcard bench/*.py))))
 BENCH ?= $(BENCHMARKS)
 bench: deps
 	@set -e; for name in $(BENCH); do \
 	  script=bench/$$name.py; \
-	  if [ ! -f "$$script" ] || [ "$$name" = common ]; then \
-	    echo "no benchmark bench/$$name.py (BENCH: $(BENCHMARKS))" >&2; exit 2; fi; \
+	  case " $(BENCHMARKS) " in *" $$name "*) ;; *) \
+	    echo "no benchmark bench/$$name.py (BENCH: $(BENCHMARKS))" >&2; exit 2;; esac; \
 	  echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
 
 clean:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dns.name
 import dns.rdatatype
@@ -36,9 +36,10 @@ from oeagent.advertisement import (
 )
 from oeagent.config import DiscoveryConfig
 from oeagent.discovery import records, wellknown
-from oeagent.discovery.anchors import load_anchors
-from oeagent.discovery.dnsquery import Answer, Resolver, Security, query
-from oeagent.discovery.validate import Validator
+from oeagent.resolver import Answer, Resolver, Security, query
+
+if TYPE_CHECKING:
+    from oeagent.discovery.validate import Validator
 
 STATUSES = ("authenticated", "none", "bogus", "unreachable", "invalid")
 _MAX_ADDRESSES = 4  # HTTPS attempts per peer; more only makes a hostile name slower
@@ -84,6 +85,11 @@ class Discoverer:
         self.tls = wellknown.tls_context(cfg.https_ca_bundle) if cfg.https else None
         self.validator: Validator | None = None
         if cfg.validation == "in-process":
+            # Imported here: dns.dnssec and dns.zone are ~50 ms of start-up that discovery
+            # through a validating resolver (the default) never needs.
+            from oeagent.discovery.anchors import load_anchors
+            from oeagent.discovery.validate import Validator
+
             assert cfg.trust_anchors is not None  # the config reader requires it
             self.validator = Validator(self.resolver, load_anchors(cfg.trust_anchors))
 

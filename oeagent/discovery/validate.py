@@ -34,8 +34,8 @@ from dns.rdtypes.ANY.DS import DS
 
 from oeagent.discovery import nsec, nsec3
 from oeagent.discovery.anchors import ALGORITHMS, DIGESTS, Anchors, ds_matches, usable_key
-from oeagent.discovery.dnsquery import Answer, Resolver, Security, classify
 from oeagent.discovery.nsec import Proof
+from oeagent.resolver import Answer, Resolver, Security, classify
 
 T = dns.rdatatype.RdataType
 
@@ -97,7 +97,7 @@ class Validator:
         self._lock = threading.Lock()
 
     def query(self, name: dns.name.Name | str, rdtype: str) -> Answer:
-        """Like ``dnsquery.query``, with the security decided here instead of by the AD bit."""
+        """Like ``resolver.query``, with the security decided here instead of by the AD bit."""
         qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
         judged = self._judge(qname, dns.rdatatype.from_text(rdtype))
         assert judged.answer is not None

@@ -17,11 +17,11 @@ from typing import Any
 from oeagent import names, proc
 from oeagent.config import Config
 from oeagent.discovery.cache import PeerCache
-from oeagent.discovery.dnsquery import Resolver, query
 from oeagent.nss import NssDatabase
 from oeagent.policy import install, model, render
 from oeagent.policy.install import PolicyError
 from oeagent.report import Reporter
+from oeagent.resolver import Resolver, query
 from oeagent.state import StateDir
 
 __all__ = ["PolicyError", "apply", "desired", "refresh"]

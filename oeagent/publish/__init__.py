@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from oeagent import dnsupdate
+from oeagent import dnsupdate, resolver
 from oeagent.advertisement import DEFAULT_IKE_PORTS
 from oeagent.config import Config
-from oeagent.publish import records, resolver
+from oeagent.publish import records
 from oeagent.publish.base import Backend, Desired, Plan, PublishError, Verification
 from oeagent.publish.rfc2136 import Rfc2136Backend
 from oeagent.publish.wellknown import WellKnownBackend, serve_file
@@ -24,7 +24,8 @@ __all__ = ["BACKENDS", "Backend", "Desired", "Plan", "PublishError", "Verificati
 
 
 def check_resolver(config: Config) -> resolver.Resolver:
-    return resolver.Resolver(config.publish.resolver, config.publish.resolver_port)
+    return resolver.Resolver(config.publish.resolver, config.publish.resolver_port,
+                             trusted=config.publish.resolver_trusted)
 
 
 def _rfc2136(config: Config, state: StateDir) -> Backend:

@@ -28,9 +28,9 @@ import dns.name
 import dns.rdatatype
 import dns.rrset
 
-from oeagent import dnsupdate, fsio
+from oeagent import dnsupdate, fsio, resolver
 from oeagent.errors import DnsUpdateError
-from oeagent.publish import records, resolver
+from oeagent.publish import records
 from oeagent.publish.base import Backend, Check, Desired, Diff, Plan, StalePlan, Verification
 from oeagent.publish.records import RRsetKey
 
@@ -190,8 +190,8 @@ class Rfc2136Backend(Backend):
                 # Each query gets at most what is left of the bound (a silent resolver must
                 # not stretch verify_timeout to one resolver timeout per rrset).
                 left = max(0.2, min(self.resolver.timeout, deadline - time.monotonic()))
-                answers[key] = resolver.lookup(dataclasses.replace(self.resolver, timeout=left),
-                                               *key)
+                answers[key] = resolver.query(dataclasses.replace(self.resolver, timeout=left),
+                                              *key)
             return all(good(k) for k in keys)
 
         waited = resolver.poll(check, timeout)

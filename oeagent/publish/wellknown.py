@@ -18,10 +18,9 @@ import os
 import ssl
 from pathlib import Path
 
-from oeagent import fsio, wellknown_fetch
+from oeagent import fsio, resolver, wellknown_fetch
 from oeagent.advertisement import WELL_KNOWN_PATH
 from oeagent.errors import StateError
-from oeagent.publish import resolver
 from oeagent.publish.base import Backend, Check, Desired, Diff, Plan, Verification
 
 

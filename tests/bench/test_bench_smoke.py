@@ -52,7 +52,7 @@ def test_discovery_benchmark_smoke(lab: Lab, tmp_path: Path) -> None:
     # 40 peers of the four kinds, the dig loop on 8 of them, oeagent with 1 and 8 in flight;
     # the script itself checks every peer's classification.
     table = _smoke("discovery.py", lab, tmp_path / "discovery.md")
-    assert "| B: one `dig +dnssec` per record per peer" in table
+    assert "| B: one `dig +dnssec` per record oeagent asks" in table
     assert "| A: `oeagent discover`, 8 in flight |" in table
     assert "target (at least 30x the baseline's throughput)" in table
 

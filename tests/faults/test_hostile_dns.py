@@ -27,9 +27,9 @@ from lab import Lab
 from lab import bind as lab_bind
 from oeagent.config import DiscoveryConfig
 from oeagent.discovery import records
-from oeagent.discovery.dnsquery import Resolver, query
 from oeagent.discovery.lookup import Discoverer, Result
 from oeagent.publish import records as publisher_records
+from oeagent.resolver import Resolver, query
 from tests.faults.harness import fault
 from tests.hostile_dns import HostileDNS, forwarding
 from tests.integration.oe_peers import new_advert, publish_dns, unique
@@ -263,7 +263,7 @@ OTHER_NAMES: dict[str, tuple[Mutate, str, str]] = {  # id: (game, status, reason
     "authority-section": (in_authority, "invalid", "TLSA _500._udp.peer.example.org.: no "
                           "such record"),
     "reply-to-another-question": (another_question, "unreachable",
-                                  "does not respond to the question asked"),
+                                  "answered another question"),
 }
 
 

@@ -101,7 +101,7 @@ def test_unsigned_advertisement_is_not_trusted(lab: Lab, make_lab_config: Callab
 
 
 def test_ad_bit_not_trusted_from_a_non_loopback_resolver() -> None:
-    from oeagent.discovery.dnsquery import Resolver
+    from oeagent.resolver import Resolver
 
     assert Resolver("127.0.0.53").ad_trusted and Resolver("::1").ad_trusted
     assert not Resolver("192.0.2.53").ad_trusted

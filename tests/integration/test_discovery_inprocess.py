@@ -20,10 +20,10 @@ from lab import Lab
 from lab import bind as lab_bind
 from oeagent import config as config_module
 from oeagent.config import Config
-from oeagent.discovery.dnsquery import Security
 from oeagent.discovery.lookup import Discoverer
 from oeagent.discovery.validate import Validator
 from oeagent.errors import ConfigError
+from oeagent.resolver import Security
 from tests.hostile_dns import HostileDNS, forwarding
 from tests.integration.oe_peers import new_advert, publish_dns, unique
 

@@ -23,9 +23,9 @@ from oeagent import keys
 from oeagent.advertisement import Advertisement, AdvertisementError, parse_document
 from oeagent.discovery import records
 from oeagent.discovery.cache import Entry, merge
-from oeagent.discovery.dnsquery import Security, classify
 from oeagent.discovery.lookup import Result
 from oeagent.policy import model, render
+from oeagent.resolver import Security, classify
 from tests.integration.oe_peers import ipseckey_rdata
 
 NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
@@ -223,7 +223,7 @@ def _fake_dns(monkeypatch: pytest.MonkeyPatch, zone: dict[tuple[str, str], tuple
     import dns.rrset
 
     from oeagent.discovery import lookup
-    from oeagent.discovery.dnsquery import Answer
+    from oeagent.resolver import Answer
 
     def fake_query(resolver: object, name: object, rdtype: str) -> Answer:
         qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(str(name))

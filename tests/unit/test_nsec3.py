@@ -19,9 +19,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from oeagent.discovery import nsec3
-from oeagent.discovery.dnsquery import Resolver, Security
 from oeagent.discovery.nsec import Proof
 from oeagent.discovery.validate import Validator
+from oeagent.resolver import Resolver, Security
 
 T = dns.rdatatype.RdataType
 N = dns.name.from_text

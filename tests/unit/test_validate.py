@@ -20,10 +20,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from oeagent.discovery.anchors import Anchors, load_anchors
-from oeagent.discovery.dnsquery import Resolver, Security
 from oeagent.discovery.nsec import Proof, denial
 from oeagent.discovery.validate import Validator
 from oeagent.errors import OeagentError
+from oeagent.resolver import Resolver, Security
 
 T = dns.rdatatype.RdataType
 N = dns.name.from_text
