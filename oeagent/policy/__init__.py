@@ -179,14 +179,19 @@ def _strip(files: dict[str, str] | dict[str, str | None]) -> dict[str, str | Non
 
 
 def refresh(cfg: Config, reporter: Reporter, now: dt.datetime | None = None) -> bool:
-    """For ``oeagent run``: refresh the peers that are due and, when a decision changed,
-    re-apply the policy -- only where ``oeagent policy`` installed one before, so the agent
+    """For ``oeagent run``: refresh the peers that are due and, when a peer's decision differs
+    from the one the installed policy was rendered from (a lookup changed it, a held
+    advertisement expired, a one-shot ``discover`` ran), re-apply the policy and record what
+    it was rendered from -- only where ``oeagent policy`` installed one before, so the agent
     never writes into the ipsec directory on its own initiative. Returns whether it did."""
-    from oeagent.discovery import refresh_due_peers
+    from oeagent.discovery import installed_keys, record_installed, refresh_due_peers
 
+    now = now or dt.datetime.now(dt.UTC)
     if not refresh_due_peers(cfg, now):
         return False
     if not (cfg.pluto.ipsec_dir / render.CONF).exists():
         return False
+    keys = installed_keys(cfg, now)  # before rendering: a later change is then seen next time
     apply(cfg, reporter, now=now)
+    record_installed(cfg, keys)
     return True
