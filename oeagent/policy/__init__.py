@@ -183,7 +183,8 @@ def refresh(cfg: Config, reporter: Reporter, now: dt.datetime | None = None) -> 
     from the one the installed policy was rendered from (a lookup changed it, a held
     advertisement expired, a one-shot ``discover`` ran), re-apply the policy and record what
     it was rendered from -- only where ``oeagent policy`` installed one before, so the agent
-    never writes into the ipsec directory on its own initiative. Returns whether it did."""
+    never writes into the ipsec directory on its own initiative. Returns whether the
+    installed policy changed (apply found something to write and load)."""
     from oeagent.discovery import installed_keys, record_installed, refresh_due_peers
 
     now = now or dt.datetime.now(dt.UTC)
@@ -192,6 +193,6 @@ def refresh(cfg: Config, reporter: Reporter, now: dt.datetime | None = None) -> 
     if not (cfg.pluto.ipsec_dir / render.CONF).exists():
         return False
     keys = installed_keys(cfg, now)  # before rendering: a later change is then seen next time
-    apply(cfg, reporter, now=now)
+    summary = apply(cfg, reporter, now=now)
     record_installed(cfg, keys)
-    return True
+    return bool(summary["changed"])
