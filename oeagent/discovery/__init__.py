@@ -30,8 +30,8 @@ from oeagent.discovery.lookup import Discoverer, Result
 from oeagent.errors import OeagentError
 from oeagent.state import StateDir
 
-__all__ = ["Decision", "PeerCache", "discover", "installed_keys", "next_refresh",
-           "read_peer_file", "record_installed", "refresh_due_peers", "timing"]
+__all__ = ["Decision", "PeerCache", "discover", "installed_keys", "installed_policy",
+           "next_refresh", "read_peer_file", "record_installed", "refresh_due_peers", "timing"]
 
 MAX_PEERS_FILE = 100_000
 
@@ -179,10 +179,18 @@ def installed_keys(cfg: Config, now: dt.datetime) -> dict[str, InstalledKey]:
         return PeerCache(state).effective_keys(now)
 
 
-def record_installed(cfg: Config, keys: dict[str, InstalledKey]) -> None:
-    """Remember that the installed policy was rendered from ``keys`` (``installed_keys``)."""
+def record_installed(cfg: Config, keys: dict[str, InstalledKey], policy: str | None) -> None:
+    """Remember that the installed policy (``policy``: a digest of its file) was rendered from
+    ``keys`` (``installed_keys``)."""
     state = StateDir(cfg.state_dir)
     with state.lock(cfg.lock_timeout):
         cache = PeerCache(state)
-        cache.record_installed(keys)
+        cache.record_installed(keys, policy)
         cache.save()
+
+
+def installed_policy(cfg: Config) -> str | None:
+    """The digest given to the last ``record_installed``."""
+    state = StateDir(cfg.state_dir)
+    with state.lock(cfg.lock_timeout):
+        return PeerCache(state).installed_policy

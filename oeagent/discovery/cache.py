@@ -194,6 +194,9 @@ class PeerCache:
         self.installed: dict[str, InstalledKey] = dict(raw.get("installed", {}))
         """Per peer, the decision key the installed policy was rendered from (absent: the
         peer got no conn of its own, as for a clear-or-null decision)."""
+        self.installed_policy: str | None = raw.get("installed_policy")
+        """A digest of the policy file written with those decisions: when the file differs,
+        someone else (a one-shot ``oeagent policy``) installed it and the keys say nothing."""
 
     def update(self, result: Result, now: dt.datetime) -> tuple[Entry, bool]:
         """Merge ``result``; return the new entry and whether its decision now differs from
@@ -219,11 +222,12 @@ class PeerCache:
         """Peers whose decision at ``now`` is not the one the installed policy holds."""
         return sorted(p for p in {*self.entries, *self.installed} if self.differs(p, now))
 
-    def record_installed(self, keys: dict[str, InstalledKey]) -> None:
-        """The policy now installed was rendered from ``keys`` (``effective_keys`` taken before
-        rendering: if the cache moved on meanwhile, the next refresh sees a change and
-        re-applies, which is idempotent)."""
+    def record_installed(self, keys: dict[str, InstalledKey], policy: str | None) -> None:
+        """The policy now installed (digest ``policy``) was rendered from ``keys``
+        (``effective_keys`` taken before rendering: if the cache moved on meanwhile, the next
+        refresh sees a change and re-applies, which is idempotent)."""
         self.installed = dict(keys)
+        self.installed_policy = policy
 
     def due(self, now: dt.datetime, timing: Timing) -> list[str]:
         """Peers to look up again at ``now`` (see ``Timing``)."""
@@ -243,4 +247,5 @@ class PeerCache:
             "version": VERSION,
             "peers": {peer: e.to_json() for peer, e in sorted(self.entries.items())},
             "installed": dict(sorted(self.installed.items())),
+            "installed_policy": self.installed_policy,
         })

@@ -204,12 +204,12 @@ def test_refresh_due_peers(lab: Lab, make_lab_config: Callable[..., Path]) -> No
     _discover_json(cfg, [ad.fqdn], NOW)
     # Discovered but not in any installed policy yet: that is a change to apply.
     assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=5)) is True
-    record_installed(cfg, installed_keys(cfg, NOW + dt.timedelta(seconds=5)))  # as apply would
+    record_installed(cfg, installed_keys(cfg, NOW + dt.timedelta(seconds=5)), None)
     assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=5)) is False  # not due yet
     testing, _ = new_advert(ad.fqdn, mode="testing")
     publish_dns(lab, dt_replace(testing, ad.pins), key, ttl=1)
     assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=50)) is True  # mode changed
-    record_installed(cfg, installed_keys(cfg, NOW + dt.timedelta(seconds=50)))
+    record_installed(cfg, installed_keys(cfg, NOW + dt.timedelta(seconds=50)), None)
     assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=51)) is False
 
 

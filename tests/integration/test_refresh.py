@@ -171,3 +171,26 @@ def test_mode_changes_reapply_the_policy_once_each(
     assert peer_conn(agent.conf(), ad.fqdn) is None
     later = agent.run_until(agent.next + dt.timedelta(hours=1))
     assert later and not any(r.reapplied or r.installs for r in later)
+
+
+def test_a_policy_written_by_a_one_shot_command_is_brought_in_line(
+        lab: Lab, make_lab_config: Callable[..., Path]) -> None:
+    """The agent recorded 'enforce'; meanwhile `oeagent discover` + `oeagent policy` installed
+    'testing', and the peer went back to 'enforce' before the agent's next run. The agent's
+    record equals the cache, but the file is not the one it wrote: it re-applies."""
+    cfg = config(make_lab_config, lab)
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key, ttl=1, address=PEER_ADDRESS)
+    t0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    agent = start(cfg, ad.fqdn, t0)
+    by_hand = agent.next - dt.timedelta(seconds=1)
+    publish_dns(lab, dataclasses.replace(ad, mode="testing"), key, ttl=1, address=PEER_ADDRESS)
+    discover(cfg, [ad.fqdn], out=io.StringIO(), now=by_hand)
+    apply(cfg, Reporter(stream=io.StringIO()), now=by_hand)
+    assert "failureshunt=passthrough" in (peer_conn(agent.conf(), ad.fqdn) or "")
+    publish_dns(lab, ad, key, ttl=1, address=PEER_ADDRESS)
+    discover(cfg, [ad.fqdn], out=io.StringIO(), now=by_hand)
+    run = agent.run_once()
+    assert run.reapplied and run.installs == 1
+    assert "failureshunt=drop" in (peer_conn(agent.conf(), ad.fqdn) or "")
+    assert not any(r.reapplied for r in agent.run_until(agent.next + dt.timedelta(minutes=5)))

@@ -51,7 +51,7 @@ class Simulation:
         """``oeagent discover`` then ``oeagent policy`` (installed at once)."""
         cache = self.cache()
         cache.update(lookup(self.now), self.now)
-        cache.record_installed(cache.effective_keys(self.now))
+        cache.record_installed(cache.effective_keys(self.now), None)
         cache.save()
 
     def run(self, lookup: Callable[[dt.datetime], Result], until: dt.datetime) -> None:
@@ -69,7 +69,7 @@ class Simulation:
                 cache.update(lookup(self.now), self.now)
             if cache.changed(self.now):
                 self.applies.append(self.now)
-                cache.record_installed(cache.effective_keys(self.now))
+                cache.record_installed(cache.effective_keys(self.now), None)
             cache.save()
 
     def decision(self) -> str:
@@ -150,6 +150,6 @@ def test_a_one_shot_discover_is_a_change_until_installed(tmp_path: Path) -> None
     cache.save()
     cache = PeerCache(state)
     assert cache.changed(T0) == [HOST]
-    cache.record_installed(cache.effective_keys(T0))
+    cache.record_installed(cache.effective_keys(T0), None)
     cache.save()
     assert PeerCache(state).changed(T0 + dt.timedelta(seconds=10)) == []
