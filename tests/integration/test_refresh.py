@@ -28,6 +28,7 @@ from oeagent.policy import apply
 from oeagent.report import Reporter
 from oeagent.state import StateDir
 from tests.integration.oe_peers import new_advert, publish_dns, unique, withdraw_dns
+from tests.renewal.conftest import AgentProcess
 
 pytestmark = pytest.mark.lab
 PEER_ADDRESS = "203.0.113.77"  # only written into the policy; nothing is sent to it
@@ -194,3 +195,36 @@ def test_a_policy_written_by_a_one_shot_command_is_brought_in_line(
     assert run.reapplied and run.installs == 1
     assert "failureshunt=drop" in (peer_conn(agent.conf(), ad.fqdn) or "")
     assert not any(r.reapplied for r in agent.run_until(agent.next + dt.timedelta(minutes=5)))
+
+
+def test_running_agent_reapplies_the_policy_when_an_advertisement_changes(
+        lab: Lab, make_lab_config: Callable[..., Path]) -> None:
+    """`oeagent run` itself, on the real clock: its discovery job notices the mode change at
+    the refresh it scheduled (half a minute before the 60 s hold runs out) and re-applies."""
+    path = make_lab_config({"discovery": {
+        "resolver": "127.0.0.1", "resolver_port": lab.info.unbound_port, "dns_timeout": 1,
+        "https": False, "min_cache": 60}, "policy.responder": False})
+    cfg = config_module.load(path)
+    ad, key = new_advert(unique())
+    publish_dns(lab, ad, key, ttl=1, address=PEER_ADDRESS)
+    t0 = dt.datetime.now(dt.UTC)
+    discover(cfg, [ad.fqdn], out=io.StringIO(), now=t0)
+    apply(cfg, Reporter(stream=io.StringIO()), now=t0)
+    agent = AgentProcess(path)
+    try:
+        agent.wait_for(r"discovery: next run at", 60)
+        assert not any("re-applied" in line for line in agent.lines)
+        publish_dns(lab, dataclasses.replace(ad, mode="testing"), key, ttl=1,
+                    address=PEER_ADDRESS)
+        agent.wait_for(r"discovery: \[policy\] a peer's decision changed", 60)
+        testing = peer_conn((cfg.pluto.ipsec_dir / "oeagent.conf").read_text(), ad.fqdn)
+        assert testing is not None and "failureshunt=passthrough" in testing
+        entry = PeerCache(StateDir(cfg.state_dir)).entries[ad.fqdn]
+        # Looked up in the refresh margin of the first hold, before it ran out.
+        assert t0 + dt.timedelta(seconds=30) <= entry.checked_at < t0 + dt.timedelta(seconds=60)
+        assert entry.decision.advertisement is not None
+        assert entry.decision.advertisement.mode == "testing"
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+    assert sum("re-applied" in line for line in agent.lines) == 1
