@@ -96,16 +96,26 @@ def publish_job(config: Config, reporter: Reporter, critical: Critical) -> dt.da
     return now + PUBLISH_INTERVAL
 
 
-def discovery_job(config: Config, reporter: Reporter, critical: Critical) -> dt.datetime:
+DISCOVERY_MAX_INTERVAL = dt.timedelta(minutes=15)
+"""Never sleep longer: a one-shot ``oeagent discover`` reaches the policy within this."""
+
+
+def discovery_job(config: Config, reporter: Reporter, critical: Critical,
+                  now: dt.datetime | None = None) -> dt.datetime:
     """Refresh discovered peers before their advertisements expire; re-apply the OE policy
-    when a decision changed (only where `oeagent policy` was installed once)."""
+    when a decision differs from the installed one (only where `oeagent policy` was
+    installed once). Runs next when the first peer falls due or a held advertisement
+    expires (``oeagent.discovery.next_refresh``), no sooner than the cache's MIN_INTERVAL
+    (30 s, also its spacing of retries) and no later than DISCOVERY_MAX_INTERVAL."""
+    from oeagent.discovery import next_refresh
+    from oeagent.discovery.cache import MIN_INTERVAL
     from oeagent.policy import refresh
 
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     if refresh(config, reporter, now=now):
         reporter.step("policy", "a peer's decision changed; the OE policy was re-applied")
-    # Half the shortest cache time, within 1..15 minutes: early enough for every due peer.
-    return now + dt.timedelta(seconds=max(60, min(900, config.discovery.min_cache // 2)))
+    due = next_refresh(config, now) or now + DISCOVERY_MAX_INTERVAL
+    return min(max(due, now + MIN_INTERVAL), now + DISCOVERY_MAX_INTERVAL)
 
 
 def default_jobs() -> list[Job]:

@@ -2,7 +2,8 @@
 
 ``discover`` is the action behind the command; ``refresh_due_peers`` is what the long-running
 agent calls on its schedule: it refreshes cached peers before their advertisements expire and
-says whether any decision changed, so the caller re-applies the policy only when needed.
+says whether any decision differs from the one the installed policy holds, so the caller
+re-applies the policy only when needed; ``next_refresh`` says when to call it again.
 """
 
 from __future__ import annotations
@@ -17,12 +18,21 @@ from typing import Any, TextIO
 
 from oeagent.config import Config
 from oeagent.discovery import claims
-from oeagent.discovery.cache import Decision, Entry, PeerCache, merge
+from oeagent.discovery.cache import (
+    MIN_INTERVAL,
+    Decision,
+    Entry,
+    InstalledKey,
+    PeerCache,
+    Timing,
+    merge,
+)
 from oeagent.discovery.lookup import Discoverer, Result
 from oeagent.errors import OeagentError
 from oeagent.state import StateDir
 
-__all__ = ["Decision", "PeerCache", "discover", "read_peer_file", "refresh_due_peers"]
+__all__ = ["Decision", "PeerCache", "discover", "installed_keys", "installed_policy",
+           "next_refresh", "read_peer_file", "record_installed", "refresh_due_peers", "timing"]
 
 MAX_PEERS_FILE = 100_000
 
@@ -134,25 +144,69 @@ def _text(r: dict[str, Any]) -> str:
     return f"{r['peer']}: {r['status']}{via} -> {r['decision']}{held}{why}{notes}"
 
 
-def refresh_due_peers(cfg: Config, now: dt.datetime | None = None) -> bool:
-    """Refresh cached peers that are due; True when any policy decision changed.
+def timing(cfg: Config) -> Timing:
+    """The refresh schedule for this configuration: failed lookups retried after min_cache,
+    peers that publish nothing after max_cache; a held advertisement refreshed no later than
+    four DNS timeouts (a whole lookup's worth of queries) and one agent interval before it
+    expires, so a retry fits."""
+    d = cfg.discovery
+    return Timing(retry_failed=dt.timedelta(seconds=d.min_cache),
+                  retry_none=dt.timedelta(seconds=d.max_cache),
+                  min_margin=max(dt.timedelta(seconds=4 * d.dns_timeout), MIN_INTERVAL))
 
-    For ``oeagent run``: call it on a schedule (every few minutes is plenty); when it returns
-    True, re-apply the policy (``oeagent.policy.apply``). Takes the state lock while it
-    updates the cache; lookups happen outside it.
+
+def refresh_due_peers(cfg: Config, now: dt.datetime | None = None) -> bool:
+    """Refresh the cached peers that are due; True when any peer's decision at ``now`` differs
+    from the one the installed policy was rendered from (``record_installed``) -- after a
+    lookup, or because a held advertisement expired with no lookup able to renew it.
+
+    For ``oeagent run``: call it at ``next_refresh``; when it returns True, re-apply the policy
+    and record what it was rendered from (``oeagent.policy.refresh`` does all of it). Takes
+    the state lock while it reads and updates the cache; lookups happen outside it.
     """
     now = now or dt.datetime.now(dt.UTC)
     state = StateDir(cfg.state_dir)
     with state.lock(cfg.lock_timeout):
-        due = PeerCache(state).due(now, dt.timedelta(seconds=cfg.discovery.min_cache),
-                                   dt.timedelta(seconds=cfg.discovery.max_cache))
-    if not due:
-        return False
-    results = lookup_all(Discoverer(cfg.discovery), due, now, cfg.discovery.concurrency)
-    changed = False
+        due = PeerCache(state).due(now, timing(cfg))
+    results = (lookup_all(Discoverer(cfg.discovery), due, now, cfg.discovery.concurrency)
+               if due else [])
     with state.lock(cfg.lock_timeout):
         cache = PeerCache(state)
         for result in results:
-            changed |= cache.update(result, now)[1]
+            cache.update(result, now)
+        if results:
+            cache.save()
+        return bool(cache.changed(now))
+
+
+def next_refresh(cfg: Config, now: dt.datetime | None = None) -> dt.datetime | None:
+    """When ``refresh_due_peers`` next has something to do (a lookup falls due or a held
+    advertisement expires); None without cached peers. May lie in the past."""
+    now = now or dt.datetime.now(dt.UTC)
+    state = StateDir(cfg.state_dir)
+    with state.lock(cfg.lock_timeout):
+        return PeerCache(state).next_due(now, timing(cfg))
+
+
+def installed_keys(cfg: Config, now: dt.datetime) -> dict[str, InstalledKey]:
+    """What a policy rendered at ``now`` holds each peer to; take it before rendering."""
+    state = StateDir(cfg.state_dir)
+    with state.lock(cfg.lock_timeout):
+        return PeerCache(state).effective_keys(now)
+
+
+def record_installed(cfg: Config, keys: dict[str, InstalledKey], policy: str | None) -> None:
+    """Remember that the installed policy (``policy``: a digest of its file) was rendered from
+    ``keys`` (``installed_keys``)."""
+    state = StateDir(cfg.state_dir)
+    with state.lock(cfg.lock_timeout):
+        cache = PeerCache(state)
+        cache.record_installed(keys, policy)
         cache.save()
-    return changed
+
+
+def installed_policy(cfg: Config) -> str | None:
+    """The digest given to the last ``record_installed``."""
+    state = StateDir(cfg.state_dir)
+    with state.lock(cfg.lock_timeout):
+        return PeerCache(state).installed_policy

@@ -5,11 +5,24 @@ DNS: the TTL, bounded by discovery.min_cache/max_cache). While an enforce or tes
 advertisement is held, a lookup that finds nothing, something broken, a bogus answer or no
 answer at all does NOT release the peer: an attacker who can block DNS or HTTPS must not be
 able to downgrade it. Only a validly published ``mode=none`` or the expiry releases it.
+
+The file also records, per peer, the decision the installed policy was rendered from
+(``installed``): a change is a difference between that and the decision in effect now, so
+an expiry that no lookup noticed, or a one-shot ``oeagent discover``, still re-applies the
+policy, and a refresh that finds the same advertisement again does not.
+
+When a peer is looked up again (``Timing``): a held advertisement from ``held_until -
+margin`` on, the margin a quarter of its lifetime (at least ``min_margin``, at most half the
+lifetime and at most an hour), then, while lookups fail, up to three tries in all, evenly
+spaced (at least ``MIN_INTERVAL``) so that the next one falls on the expiry; other peers
+after ``retry_failed`` or ``retry_none``. ``next_due`` says when the next of these falls
+(or a held advertisement expires), for the agent's schedule.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +34,40 @@ from oeagent.state import StateDir
 
 FILE = "peers.json"
 VERSION = 1
+NULL_KEY: tuple[Any, ...] = ("clear-or-null",)
+MIN_INTERVAL = dt.timedelta(seconds=30)
+"""The shortest time between two lookups of one peer (and between two agent refreshes)."""
+MAX_MARGIN = dt.timedelta(hours=1)
+
+InstalledKey = list[Any]
+"""A ``Decision.key()`` as JSON holds it (tuples become lists), so it compares after a load."""
+
+
+def installed_form(key: tuple[Any, ...]) -> InstalledKey:
+    result: InstalledKey = json.loads(json.dumps(key))
+    return result
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When peers are looked up again; ``due`` and ``next_due`` both use it, so the agent
+    wakes up exactly when a peer becomes due."""
+
+    retry_failed: dt.timedelta
+    """After a failed lookup (bogus, unreachable, invalid): discovery.min_cache."""
+    retry_none: dt.timedelta
+    """A peer that publishes nothing: discovery.max_cache, so a long peer list stays cheap."""
+    min_margin: dt.timedelta = dt.timedelta(0)
+    """Room before expiry for a few slow lookups (the caller derives it from the timeouts)."""
+
+    def margin(self, lifetime: dt.timedelta) -> dt.timedelta:
+        return min(max(lifetime / 4, self.min_margin), lifetime / 2, MAX_MARGIN)
+
+    def retry_held(self, margin: dt.timedelta) -> dt.timedelta:
+        """Between attempts inside the margin: up to three tries, evenly spaced and at least
+        MIN_INTERVAL apart, the last one spacing before the expiry, so the run after it
+        falls on the expiry itself (and releases the peer if every try failed)."""
+        return margin / max(1, min(3, margin // MIN_INTERVAL))
 
 
 @dataclass(frozen=True)
@@ -52,7 +99,7 @@ class Decision:
     def key(self) -> tuple[Any, ...]:
         """What the generated policy depends on; a change here means re-apply the policy."""
         if not self.authenticated:
-            return ("clear-or-null",)
+            return NULL_KEY
         ad = self.advertisement
         assert ad is not None
         # The source decides contested addresses (oeagent.discovery.claims).
@@ -67,6 +114,31 @@ class Entry:
     reasons: tuple[str, ...]
     held: bool
     """True when this decision comes from the cache despite a failed or empty lookup."""
+    obtained_at: dt.datetime | None = None
+    """When the decision's advertisement was obtained (its lifetime runs from here to
+    held_until); a held entry keeps it while checked_at moves on with every failed lookup."""
+
+    def held_advertisement(self, now: dt.datetime) -> bool:
+        """An authenticated decision that has not expired at ``now``."""
+        d = self.decision
+        return d.authenticated and d.held_until is not None and now < d.held_until
+
+    def refresh_window(self, timing: Timing) -> tuple[dt.datetime, dt.timedelta]:
+        """(when to look up again, the spacing of retries after that) for a held entry."""
+        until = self.decision.held_until
+        assert until is not None
+        margin = timing.margin(until - (self.obtained_at or self.checked_at))
+        return until - margin, timing.retry_held(margin)
+
+    def next_lookup(self, timing: Timing) -> dt.datetime:
+        """When this peer is due for a lookup."""
+        if self.held_advertisement(self.checked_at):
+            start, spacing = self.refresh_window(timing)
+            if self.checked_at < start:
+                return start
+            return self.checked_at + spacing  # tried in the window and failed: retry
+        retry = timing.retry_none if self.last_status == "none" else timing.retry_failed
+        return self.checked_at + retry
 
     def effective(self, now: dt.datetime) -> Decision:
         d = self.decision
@@ -87,6 +159,7 @@ class Entry:
             "since": {a: t.isoformat() for a, t in d.since.items()},
             "last_status": self.last_status, "checked_at": self.checked_at.isoformat(),
             "reasons": list(self.reasons), "held": self.held,
+            "obtained_at": self.obtained_at.isoformat() if self.obtained_at else None,
         }
 
     @classmethod
@@ -105,8 +178,10 @@ class Entry:
                             dt.datetime.fromisoformat(held_until) if held_until else None,
                             addresses, raw.get("source") or "",
                             {a: since.get(a, BEFORE_RECORDS) for a in addresses} if ad else {})
+        obtained_at = raw.get("obtained_at")
         return cls(decision, raw["last_status"], dt.datetime.fromisoformat(raw["checked_at"]),
-                   tuple(raw.get("reasons", ())), bool(raw.get("held")))
+                   tuple(raw.get("reasons", ())), bool(raw.get("held")),
+                   dt.datetime.fromisoformat(obtained_at) if obtained_at else None)
 
 
 def merge(old: Entry | None, result: Result, now: dt.datetime) -> Entry:
@@ -115,13 +190,14 @@ def merge(old: Entry | None, result: Result, now: dt.datetime) -> Entry:
     if result.status == "authenticated" or result.released:
         decision = Decision(result.peer, result.fqdn, result.advertisement, result.expires,
                             result.addresses, result.source, _since(old, result, now))
-        return Entry(decision, result.status, now, reasons, held=False)
+        return Entry(decision, result.status, now, reasons, held=False, obtained_at=now)
     if old is not None:
         kept = old.effective(now)
         if kept.authenticated:
             note = f"kept the {kept.advertisement.mode} advertisement until "  # type: ignore[union-attr]
             note += f"{kept.held_until.isoformat() if kept.held_until else '?'}"
-            return Entry(kept, result.status, now, (*reasons, note), held=True)
+            return Entry(kept, result.status, now, (*reasons, note), held=True,
+                         obtained_at=old.obtained_at or old.checked_at)
     decision = Decision(result.peer, result.fqdn, None, None, result.addresses)
     return Entry(decision, result.status, now, reasons, held=False)
 
@@ -149,38 +225,61 @@ class PeerCache:
         self.entries: dict[str, Entry] = {
             peer: Entry.from_json(entry) for peer, entry in raw.get("peers", {}).items()
         }
+        self.installed: dict[str, InstalledKey] = dict(raw.get("installed", {}))
+        """Per peer, the decision key the installed policy was rendered from (absent: the
+        peer got no conn of its own, as for a clear-or-null decision)."""
+        self.installed_policy: str | None = raw.get("installed_policy")
+        """A digest of the policy file written with those decisions: when the file differs,
+        someone else (a one-shot ``oeagent policy``) installed it and the keys say nothing."""
 
     def update(self, result: Result, now: dt.datetime) -> tuple[Entry, bool]:
-        """Merge ``result``; return the new entry and whether the policy must change."""
-        old = self.entries.get(result.peer)
-        new = merge(old, result, now)
-        before = old.effective(now).key() if old else ("clear-or-null",)
+        """Merge ``result``; return the new entry and whether its decision now differs from
+        the one the installed policy holds (so the policy must be re-applied)."""
+        new = merge(self.entries.get(result.peer), result, now)
         self.entries[result.peer] = new
-        return new, new.effective(now).key() != before
+        return new, self.differs(result.peer, now)
 
     def decisions(self, now: dt.datetime) -> list[Decision]:
         return [e.effective(now) for _, e in sorted(self.entries.items())]
 
-    def due(self, now: dt.datetime, retry_failed: dt.timedelta, retry_none: dt.timedelta
-            ) -> list[str]:
-        """Peers to look up again: a held advertisement in its last quarter (at most its last
-        hour); a failed lookup (bogus, unreachable, invalid) after ``retry_failed``; a peer
-        that publishes nothing only after ``retry_none``, so a long peer list stays cheap."""
-        out = []
-        for peer, entry in self.entries.items():
-            until = entry.decision.held_until
-            if until is not None and entry.decision.authenticated:
-                margin = min((until - entry.checked_at) / 4, dt.timedelta(hours=1))
-                if until - now <= margin:
-                    out.append(peer)
-                continue
-            retry = retry_none if entry.last_status == "none" else retry_failed
-            if now - entry.checked_at >= retry:
-                out.append(peer)
-        return sorted(out)
+    def effective_keys(self, now: dt.datetime) -> dict[str, InstalledKey]:
+        """What a policy rendered at ``now`` holds each peer to (clear-or-null ones left out)."""
+        keys = {peer: e.effective(now).key() for peer, e in sorted(self.entries.items())}
+        return {peer: installed_form(key) for peer, key in keys.items() if key != NULL_KEY}
+
+    def differs(self, peer: str, now: dt.datetime) -> bool:
+        entry = self.entries.get(peer)
+        key = entry.effective(now).key() if entry else NULL_KEY
+        return installed_form(key) != self.installed.get(peer, installed_form(NULL_KEY))
+
+    def changed(self, now: dt.datetime) -> list[str]:
+        """Peers whose decision at ``now`` is not the one the installed policy holds."""
+        return sorted(p for p in {*self.entries, *self.installed} if self.differs(p, now))
+
+    def record_installed(self, keys: dict[str, InstalledKey], policy: str | None) -> None:
+        """The policy now installed (digest ``policy``) was rendered from ``keys``
+        (``effective_keys`` taken before rendering: if the cache moved on meanwhile, the next
+        refresh sees a change and re-applies, which is idempotent)."""
+        self.installed = dict(keys)
+        self.installed_policy = policy
+
+    def due(self, now: dt.datetime, timing: Timing) -> list[str]:
+        """Peers to look up again at ``now`` (see ``Timing``)."""
+        return sorted(p for p, e in self.entries.items() if e.next_lookup(timing) <= now)
+
+    def next_due(self, now: dt.datetime, timing: Timing) -> dt.datetime | None:
+        """The next time something is to be done: a lookup falls due, or a held advertisement
+        expires (the decision changes without any lookup). None without peers; may be in the
+        past when a lookup is overdue."""
+        times = [e.next_lookup(timing) for e in self.entries.values()]
+        times += [e.decision.held_until for e in self.entries.values()
+                  if e.held_advertisement(now) and e.decision.held_until is not None]
+        return min(times, default=None)
 
     def save(self) -> None:
         self.state.write_json(self.path, {
             "version": VERSION,
             "peers": {peer: e.to_json() for peer, e in sorted(self.entries.items())},
+            "installed": dict(sorted(self.installed.items())),
+            "installed_policy": self.installed_policy,
         })

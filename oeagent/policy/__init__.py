@@ -179,14 +179,33 @@ def _strip(files: dict[str, str] | dict[str, str | None]) -> dict[str, str | Non
 
 
 def refresh(cfg: Config, reporter: Reporter, now: dt.datetime | None = None) -> bool:
-    """For ``oeagent run``: refresh the peers that are due and, when a decision changed,
-    re-apply the policy -- only where ``oeagent policy`` installed one before, so the agent
-    never writes into the ipsec directory on its own initiative. Returns whether it did."""
-    from oeagent.discovery import refresh_due_peers
+    """For ``oeagent run``: refresh the peers that are due and, when a peer's decision differs
+    from the one the installed policy was rendered from (a lookup changed it, a held
+    advertisement expired, a one-shot ``discover`` ran) or the policy file is not the one
+    this function last recorded (a one-shot ``oeagent policy`` wrote it), re-apply the policy
+    and record what it was rendered from -- only where ``oeagent policy`` installed one
+    before, so the agent never writes into the ipsec directory on its own initiative.
+    Returns whether the installed policy changed (apply found something to write and load)."""
+    import hashlib
 
-    if not refresh_due_peers(cfg, now):
+    from oeagent.discovery import (
+        installed_keys,
+        installed_policy,
+        record_installed,
+        refresh_due_peers,
+    )
+
+    def digest() -> str | None:
+        with contextlib.suppress(FileNotFoundError):
+            return hashlib.sha256((cfg.pluto.ipsec_dir / render.CONF).read_bytes()).hexdigest()
+        return None
+
+    now = now or dt.datetime.now(dt.UTC)
+    changed = refresh_due_peers(cfg, now)
+    current = digest()
+    if current is None or (not changed and current == installed_policy(cfg)):
         return False
-    if not (cfg.pluto.ipsec_dir / render.CONF).exists():
-        return False
-    apply(cfg, reporter, now=now)
-    return True
+    keys = installed_keys(cfg, now)  # before rendering: a later change is then seen next time
+    summary = apply(cfg, reporter, now=now)
+    record_installed(cfg, keys, digest())
+    return bool(summary["changed"])

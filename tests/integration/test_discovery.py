@@ -18,7 +18,13 @@ import pytest
 from lab import Lab
 from oeagent import config as config_module
 from oeagent.config import Config
-from oeagent.discovery import discover, read_peer_file, refresh_due_peers
+from oeagent.discovery import (
+    discover,
+    installed_keys,
+    read_peer_file,
+    record_installed,
+    refresh_due_peers,
+)
 from oeagent.discovery.cache import PeerCache
 from oeagent.discovery.lookup import Discoverer, Result
 from oeagent.state import StateDir
@@ -197,10 +203,14 @@ def test_refresh_due_peers(lab: Lab, make_lab_config: Callable[..., Path]) -> No
     ad, key = new_advert(unique())
     publish_dns(lab, ad, key, ttl=1)
     _discover_json(cfg, [ad.fqdn], NOW)
+    # Discovered but not in any installed policy yet: that is a change to apply.
+    assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=5)) is True
+    record_installed(cfg, installed_keys(cfg, NOW + dt.timedelta(seconds=5)), None)
     assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=5)) is False  # not due yet
     testing, _ = new_advert(ad.fqdn, mode="testing")
     publish_dns(lab, dt_replace(testing, ad.pins), key, ttl=1)
     assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=50)) is True  # mode changed
+    record_installed(cfg, installed_keys(cfg, NOW + dt.timedelta(seconds=50)), None)
     assert refresh_due_peers(cfg, NOW + dt.timedelta(seconds=51)) is False
 
 

@@ -273,7 +273,7 @@ def test_address_peer_needs_a_signed_ptr_that_maps_back(monkeypatch: pytest.Monk
 
 
 def test_due_peers() -> None:
-    from oeagent.discovery.cache import PeerCache
+    from oeagent.discovery.cache import PeerCache, Timing
 
     cache = PeerCache.__new__(PeerCache)
     cache.entries = {
@@ -282,10 +282,11 @@ def test_due_peers() -> None:
         "bogus": merge(None, Result("bogus", "bogus.example.org", "bogus"), NOW),
     }
     minute, day = dt.timedelta(minutes=5), dt.timedelta(days=1)
-    assert cache.due(NOW + dt.timedelta(minutes=1), minute, day) == []
-    assert cache.due(NOW + dt.timedelta(minutes=10), minute, day) == ["bogus"]
-    assert cache.due(NOW + dt.timedelta(minutes=46), minute, day) == ["bogus", "held"]
-    assert cache.due(NOW + day, minute, day) == ["bogus", "held", "none"]
+    timing = Timing(minute, day)
+    assert cache.due(NOW + dt.timedelta(minutes=1), timing) == []
+    assert cache.due(NOW + dt.timedelta(minutes=10), timing) == ["bogus"]
+    assert cache.due(NOW + dt.timedelta(minutes=46), timing) == ["bogus", "held"]
+    assert cache.due(NOW + day, timing) == ["bogus", "held", "none"]
 
 
 def test_ipv6_gets_its_own_group_conns_when_the_host_has_an_ipv6_route() -> None:
