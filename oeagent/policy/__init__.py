@@ -36,9 +36,12 @@ def _enrolled(cfg: Config, state: StateDir) -> model.Responder | None:
 
 
 def _never_locked_out(cfg: Config, notes: list[str]) -> list[str]:
-    """Addresses that must stay reachable in clear; loopback needs no exception."""
-    addresses = [cfg.discovery.resolver, cfg.challenge.dns.server,
-                 *model.resolv_conf_servers()]
+    """Addresses that must stay reachable in clear: every DNS server and resolver oeagent is
+    configured to use (discovery's resolver, the dns-01 primary, the publishing primary and
+    the resolver that verifies it), the host's own name servers and the ACME CA. Loopback
+    needs no exception."""
+    addresses = [cfg.discovery.resolver, cfg.challenge.dns.server, cfg.publish.dns.server,
+                 cfg.publish.resolver, *model.resolv_conf_servers()]
     host = urllib.parse.urlsplit(cfg.acme.directory).hostname or ""
     try:
         addresses.append(names.normalize_ip(host))
