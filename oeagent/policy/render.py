@@ -50,6 +50,8 @@ def render(policy: Policy, now: dt.datetime) -> dict[str, str]:
         _sub(template("peer.conn.tmpl"), name=p.name, fqdn=p.fqdn, address=p.address,
              auth=p.auth, mode=p.mode, source=p.source, family=family_of(p.address),
              rendered={"until": p.until.replace("\n", " "), "local": local},
+             # enforce: nothing in clear; testing is tried but must never hold or drop.
+             negotiationshunt="hold" if p.mode == "enforce" else "passthrough",
              failureshunt="drop" if p.mode == "enforce" else "passthrough")
         for p in policy.peers
     )
