@@ -49,6 +49,14 @@ def _files(node: Pluto) -> dict[Path, str]:
     return {p: p.read_text() for p in sorted(node.ipsec_dir.rglob("*")) if p.is_file()}
 
 
+def _pluto_policy(node: Pluto, conn: str) -> str:
+    """The ``policy:`` line pluto shows for ``conn`` (``...+failureDROP`` / ``+NEGO_PASS+failurePASS``)."""
+    lines = [ln for ln in node.whack("--status").splitlines()
+             if f'"{conn}":   policy:' in ln]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def _pluto_pid(node: Pluto) -> int:
     return int((node.run_dir / "pluto.pid").read_text().split()[0])
 
@@ -80,12 +88,17 @@ def test_killed_before_loading_the_rerun_converges(lab: Lab) -> None:
     stopped (SIGSTOP) while oeagent runs, so the kill lands before any conn reaches it."""
     with plutos("killed") as (node,):
         node.start()
-        cfg = _node_config(lab, node, {})
+        moody = "oeagent-peer-moody_oe_test-1"
+        cfg = _node_config(lab, node, {"policy.peers": ["moody.oe.test 198.51.100.80"]})
         first = _policy_cli(node, cfg)
         assert first.returncode == 0, first.stdout + first.stderr
-        # The change: one new peer, and the NULL group's ranges change (a conn pluto holds).
+        assert "failureDROP" in _pluto_policy(node, moody)
+        # The change: one new peer (pluto lacks it), one peer from enforce to testing (pluto
+        # holds the old version), and the NULL group's ranges (pluto must reread the group).
         remember_peer(node.dir / "state", "late.oe.test", "198.51.100.78")
-        cfg = _node_config(lab, node, {"policy.private_or_clear": ["198.51.100.0/25"]})
+        cfg = _node_config(lab, node, {"policy.private_or_clear": ["198.51.100.0/25"],
+                                       "policy.peers": ["moody.oe.test 198.51.100.80 ecdsa "
+                                                        "testing"]})
         pid = _pluto_pid(node)
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -108,6 +121,7 @@ def test_killed_before_loading_the_rerun_converges(lab: Lab) -> None:
             os.kill(pid, signal.SIGCONT)
         assert "oeagent-peer-late_oe_test-1" in _conns(node)
         assert "oeagent-peer-late_oe_test-1" not in _held(node)
+        assert "failureDROP" in _pluto_policy(node, moody)
         assert "198.51.100.0/25" in (node.ipsec_dir / "policies" / "oeagent-private-or-clear"
                                      ).read_text()
 
@@ -116,6 +130,8 @@ def test_killed_before_loading_the_rerun_converges(lab: Lab) -> None:
         assert "pluto lacks oeagent-peer-late_oe_test-1: loaded the installed policy" in \
             rerun.stdout, rerun.stdout
         assert set(_conns(node)) <= _held(node)
+        # The conn pluto held in its old version was replaced.
+        assert "NEGO_PASS+failurePASS" in _pluto_policy(node, moody)
         # The groups were reread: the NULL group's instance is the new range.
         status = node.whack("--status")
         assert '"oeagent-private-or-clear#198.51.100.0/25"' in status, status

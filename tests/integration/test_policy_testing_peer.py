@@ -72,8 +72,13 @@ def test_a_testing_peer_without_ike_still_gets_traffic(lab: Lab) -> None:
         conn = render.conn_blocks((client.ipsec_dir / render.CONF).read_text())[
             "oeagent-peer-mute_oe_test-1"].splitlines()
         assert "negotiationshunt=passthrough" in conn and "failureshunt=passthrough" in conn
+        # pluto took both settings for the conn ...
+        policy = [ln for ln in client.whack("--status").splitlines()
+                  if '"oeagent-peer-mute_oe_test-1":   policy:' in ln]
+        assert policy and "NEGO_PASS+failurePASS" in policy[0], policy
         # IKE is tried (nothing answers on 500) for retransmit-timeout=5s; allow for both
         # the negotiation and the failure shunt.
+        # ... but does it let the traffic through?
         echoed = _echoes(client.host, mute.host.address, 8)
         shunts = client.whack("--shuntstatus")
         if echoed == 0:
