@@ -2,8 +2,9 @@
 
 Flow: desired policy (config + discovery cache + enrollment) -> own checks (groups, NSS
 nicknames) -> render from templates -> ``addconn --checkconfig`` -> diff -> (dry run stops
-here) -> back up the current files -> install atomically -> reload pluto -> on refusal,
-restore the backup and load it again.
+here) -> back up the current files -> install atomically -> reload pluto -> on refusal or
+timeout, restore the backup and load it again. Files already right: ask pluto whether it
+runs them (a killed or failed earlier run) and load what it lacks or holds stale.
 """
 
 from __future__ import annotations
