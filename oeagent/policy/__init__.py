@@ -2,8 +2,9 @@
 
 Flow: desired policy (config + discovery cache + enrollment) -> own checks (groups, NSS
 nicknames) -> render from templates -> ``addconn --checkconfig`` -> diff -> (dry run stops
-here) -> back up the current files -> install atomically -> reload pluto -> on refusal,
-restore the backup and load it again.
+here) -> back up the current files -> install atomically -> reload pluto -> on refusal or
+timeout, restore the backup and load it again. Files already right: ask pluto whether it
+runs them (a killed or failed earlier run) and load what it lacks or holds stale.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import contextlib
 import datetime as dt
 import ipaddress
 import urllib.parse
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from oeagent import names, proc
 from oeagent.config import Config
 from oeagent.discovery.cache import PeerCache
+from oeagent.errors import OeagentError
 from oeagent.nss import NssDatabase
 from oeagent.policy import install, model, render
 from oeagent.policy.install import PolicyError
@@ -36,9 +39,12 @@ def _enrolled(cfg: Config, state: StateDir) -> model.Responder | None:
 
 
 def _never_locked_out(cfg: Config, notes: list[str]) -> list[str]:
-    """Addresses that must stay reachable in clear; loopback needs no exception."""
-    addresses = [cfg.discovery.resolver, cfg.challenge.dns.server,
-                 *model.resolv_conf_servers()]
+    """Addresses that must stay reachable in clear: every DNS server and resolver oeagent is
+    configured to use (discovery's resolver, the dns-01 primary, the publishing primary and
+    the resolver that verifies it), the host's own name servers and the ACME CA. Loopback
+    needs no exception."""
+    addresses = [cfg.discovery.resolver, cfg.challenge.dns.server, cfg.publish.dns.server,
+                 cfg.publish.resolver, *model.resolv_conf_servers()]
     host = urllib.parse.urlsplit(cfg.acme.directory).hostname or ""
     try:
         addresses.append(names.normalize_ip(host))
@@ -137,9 +143,17 @@ def _apply(cfg: Config, state: StateDir, reporter: Reporter, dry_run: bool,
         text = install.diff(current, target) if changed else ""
         reporter.step("diff", text or "no change", diff=text)
         return {**summary, "dry_run": True, "diff": text}
+    running = install.pluto_running(cfg.pluto.ctlsocket)
+    held = _held(state, current)
     if not changed:
+        if running:
+            return _converge(cfg, state, reporter, held, target, summary)
         reporter.step("policy", f"{ipsec_dir} already holds this policy; nothing to do")
         return summary
+    if running and state.read_json(_loaded_path(state)) is None:
+        # What pluto holds must be on record before the files change: a run killed between
+        # writing and loading leaves the record behind, and the next run loads the difference.
+        _remember(state, held)
     backup_dir = state.root / "policy-backup"
     state.write_json(backup_dir / "files.json", {"files": current})
     try:
@@ -154,22 +168,80 @@ def _apply(cfg: Config, state: StateDir, reporter: Reporter, dry_run: bool,
                           "the previous policy files are kept") from None
     removed = f"; removed {', '.join(stale)}" if stale else ""
     reporter.step("install", f"wrote {', '.join(sorted(files))} under {ipsec_dir}{removed}")
-    if not install.pluto_running(cfg.pluto.ctlsocket):
+    if not running:
+        _remember(state, target)  # pluto reads these files when it starts
         reporter.step("pluto", "pluto is not running; it loads the policy when it starts")
         return summary
     try:
-        install.load(cfg.pluto.ctlsocket, ipsec_dir, current.get(render.CONF), files[render.CONF])
-    except PolicyError as refused:
-        install.write_files(ipsec_dir, current)
-        try:
-            install.load(cfg.pluto.ctlsocket, ipsec_dir, files[render.CONF],
-                         current.get(render.CONF))
-        except PolicyError as again:
-            raise PolicyError(f"{refused}; restoring the previous policy failed too: {again}"
-                              ) from None
-        raise PolicyError(f"{refused}; the previous policy is restored and loaded") from None
+        install.load(cfg.pluto.ctlsocket, ipsec_dir, held.get(render.CONF), files[render.CONF])
+    except OeagentError as refused:
+        # Refused by pluto, or a timeout (proc.run raises a plain OeagentError): either way
+        # the previous files go back and are loaded again.
+        _restore(cfg, state, current, files[render.CONF], refused)
+    _remember(state, target)
     reporter.step("pluto", "pluto loaded the new conns and reread the groups")
     return summary
+
+
+def _restore(cfg: Config, state: StateDir, current: dict[str, str | None], tried: str,
+             refused: OeagentError) -> NoReturn:
+    ipsec_dir = cfg.pluto.ipsec_dir
+    try:
+        install.write_files(ipsec_dir, current)
+    except OSError as exc:
+        _remember(state, {})  # pluto's state is unknown: the next run reloads every conn
+        raise PolicyError(f"{refused}; restoring the previous policy files failed too: "
+                          f"{exc.strerror} ({exc.filename})") from None
+    try:
+        install.load(cfg.pluto.ctlsocket, ipsec_dir, tried, current.get(render.CONF))
+    except OeagentError as again:
+        _remember(state, {})
+        raise PolicyError(f"{refused}; the previous policy files are restored, but loading "
+                          f"them failed too: {again}") from None
+    _remember(state, current)
+    raise PolicyError(f"{refused}; the previous policy is restored and loaded") from None
+
+
+def _converge(cfg: Config, state: StateDir, reporter: Reporter,
+              held: dict[str, str | None], target: dict[str, str | None],
+              summary: dict[str, Any]) -> dict[str, Any]:
+    """The files are already right; make sure pluto runs them too. A run killed between
+    writing the files and loading them, or one whose load failed half-way, left pluto with
+    conns missing or stale while the files on disk look done."""
+    ipsec_dir = cfg.pluto.ipsec_dir
+    lacking = install.missing(cfg.pluto.ctlsocket, render.conn_names(target[render.CONF]))
+    if not lacking and _strip(held) == _strip(target):
+        reporter.step("policy", f"{ipsec_dir} already holds this policy and pluto runs it; "
+                      "nothing to do")
+        return summary
+    why = (f"pluto lacks {', '.join(lacking)}" if lacking
+           else "pluto was not brought to the installed policy (an interrupted run)")
+    try:
+        install.load(cfg.pluto.ctlsocket, ipsec_dir, held.get(render.CONF), target[render.CONF])
+    except OeagentError as exc:
+        _remember(state, {})
+        raise PolicyError(f"{why}; loading the installed policy failed: {exc}") from None
+    _remember(state, target)
+    reporter.step("pluto", f"{why}: loaded the installed policy")
+    return {**summary, "reloaded": True}
+
+
+def _loaded_path(state: StateDir) -> Path:
+    return state.root / "policy-backup" / "loaded.json"
+
+
+def _held(state: StateDir, current: dict[str, str | None]) -> dict[str, str | None]:
+    """The policy files pluto was last brought to (recorded after every load), else the files
+    on disk. An empty record means unknown: every conn is reloaded."""
+    record = state.read_json(_loaded_path(state))
+    files = record.get("files") if record else None
+    if isinstance(files, dict) and all(isinstance(v, str | None) for v in files.values()):
+        return files
+    return current
+
+
+def _remember(state: StateDir, files: dict[str, str | None]) -> None:
+    state.write_json(_loaded_path(state), {"files": files})
 
 
 def _strip(files: dict[str, str] | dict[str, str | None]) -> dict[str, str | None]:

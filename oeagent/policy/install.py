@@ -145,6 +145,12 @@ def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str |
     return output
 
 
+def missing(ctlsocket: Path, names: list[str]) -> list[str]:
+    """Which of the conns ``names`` a running pluto does not hold (one ``whack --status``)."""
+    held = _loaded(str(ctlsocket), names)
+    return [n for n in names if n not in held]
+
+
 def _loaded(sock: str, names: list[str]) -> set[str]:
     """Which of ``names`` pluto holds (``whack --status``, asked once)."""
     if not names:

@@ -61,8 +61,15 @@ EARLIER = [
     Fault("pluto rejects the generated configuration", "policy",
           "the previous policy is restored and loaded; exit 1",
           "integration/test_policy.py::test_pluto_refusal_restores_the_previous_policy"),
-    Fault("pluto not running", "policy", "files installed; pluto loads them when it starts",
-          "faults/conftest.py::host"),
+    Fault("pluto not running", "policy",
+          "files installed, exit 0; pluto started afterwards loads every conn",
+          "integration/test_policy_converges.py::test_pluto_not_running_then_started_loads_the_policy"),
+    Fault("SIGKILL after the files are written, before pluto loads them", "policy",
+          "the rerun finds the files unchanged but pluto lacking conns, and reloads them",
+          "integration/test_policy_converges.py::test_killed_before_loading_the_rerun_converges"),
+    Fault("pluto does not answer in time while loading", "policy",
+          "exit 1; the previous policy files are restored; the rerun converges",
+          "integration/test_policy_converges.py::test_load_timeout_restores_the_previous_files"),
     Fault("hostile HTTPS documents (discovery)", "discover", "invalid, with the reason",
           "integration/test_discovery.py::test_hostile_https_documents_are_rejected_with_their_reason"),
     Fault("any TOML document (hypothesis)", "(config)", "a Config or a ConfigError, never a traceback",
@@ -97,11 +104,34 @@ def test_readme_matrix_is_the_generated_one() -> None:
     assert current == table(), "README fault matrix is stale: run python -m tests.faults.test_matrix"
 
 
+def named_test_problem(test: str) -> str | None:
+    """Why ``test`` (``path::name``) is not a test pytest collects, or None if it is.
+
+    A fixture, helper or class named in the matrix would make a row look tested when no
+    test asserts it: only a module-level ``test_`` function in a ``test_*.py`` file counts.
+    """
+    path, _, name = test.split(" ", 1)[0].partition("::")
+    if not Path(path).name.startswith("test_") or not name.startswith("test_"):
+        return f"{test}: not a test (pytest collects test_*.py::test_*)"
+    file = REPO / "tests" / path
+    if not file.is_file():
+        return f"{test}: no such file"
+    if not re.search(rf"^(async )?def {re.escape(name)}\(", file.read_text(), re.M):
+        return f"{test}: no such test function"
+    return None
+
+
 def test_every_named_test_exists() -> None:
-    for f in rows():
-        path, name = f.test.split(" ", 1)[0].split("::")
-        source = (REPO / "tests" / path).read_text()
-        assert re.search(rf"^def {re.escape(name)}\(", source, re.M), f.test
+    problems = [p for f in rows() if (p := named_test_problem(f.test))]
+    assert not problems, problems
+
+
+def test_a_fixture_or_helper_is_not_accepted_as_a_test() -> None:
+    assert named_test_problem("faults/conftest.py::host") is not None
+    assert named_test_problem("faults/harness.py::survived") is not None
+    assert named_test_problem("faults/test_local_faults.py::_policy_change") is not None
+    assert named_test_problem("faults/test_local_faults.py::test_no_such_thing") is not None
+    assert named_test_problem("faults/test_local_faults.py::test_ipsec_dir_full") is None
 
 
 if __name__ == "__main__":

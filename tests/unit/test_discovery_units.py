@@ -304,9 +304,12 @@ def test_ipv6_gets_its_own_group_conns_when_the_host_has_an_ipv6_route() -> None
     assert both.groups["oeagent-clear-6"] == ["2001:db8::53/128", "2001:db8:53::/48"]
     assert both.groups["oeagent-clear"] == ["192.0.2.53/32"]
     assert not model.group_conflicts(both.groups)
-    conf = render.render(both, NOW)["oeagent.conf"]
-    for conn in ("oeagent-clear-6", "oeagent-private-or-clear-6", "oeagent-responder-6"):
+    files = render.render(both, NOW)
+    conf = files["oeagent.conf"]
+    for conn in ("oeagent-clear-6", "oeagent-private-or-clear-6", "oeagent-responder-6",
+                 "oeagent-peer-c_example_org-1"):
         block = conf.split(f"conn {conn}\n", 1)[1].split("\nconn ", 1)[0]
         assert "hostaddrfamily=ipv6" in block
-    assert "right=2001:db8::1" in conf
+    # A testing peer is a one-address opportunistic group (README "OE policy").
+    assert files["policies/oeagent-peer-c_example_org-1"].splitlines()[1:] == ["2001:db8::1/128"]
     assert model.group_conflicts({"oeagent-clear": ["::/0"]})  # a range in the wrong family
