@@ -127,6 +127,7 @@ def build(
     owners, conflicts = claims.resolve(peer_claims(decisions, static_peers))
     policy.notes += [f"conflict: {c.text()}" for c in conflicts]
     exempt_nets = [ipaddress.ip_network(c) for c in exempt]
+    blocked_nets = [ipaddress.ip_network(b) for b in blocked if b not in exempt]
     counters: dict[str, int] = {}
     done: set[tuple[str, str]] = set()
     for fqdn, address, auth, mode, source, until in wanted:
@@ -143,6 +144,11 @@ def build(
             continue
         if any(ip in net for net in exempt_nets):
             policy.notes.append(f"{fqdn}: {address} is a never-locked-out exception; stays clear")
+            continue
+        # The operator's block is final: an enforce peer's static conn would beat the block
+        # shunt in pluto, and a testing peer's /32 group would tie with a /32 block.
+        if any(ip in net for net in blocked_nets):
+            policy.notes.append(f"{fqdn}: {address} is in policy.block; blocked, no conn")
             continue
         counters[fqdn] = counters.get(fqdn, 0) + 1
         policy.peers.append(PeerConn(conn_name(fqdn, counters[fqdn]), fqdn, str(ip), auth,
