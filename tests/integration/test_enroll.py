@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 
 from lab import Lab
+from lab.procs import free_ports
 from oeagent import config as config_module
 from oeagent import keys
 
@@ -173,8 +174,10 @@ def test_failed_http01_is_clear_and_leaves_nss_as_it_was(make_lab_config: Any, l
     # name never validated before, so Pebble cannot reuse an authorization (it sometimes
     # does despite PEBBLE_AUTHZREUSE=0).
     name = f"unanswered-{uuid.uuid4().hex[:8]}.oe.test"
-    broken = make_lab_config({"challenge.http.port": lab.info.http_port + 1 if lab.info.http_port < 65535 else 1024,
-                              "host.names": [name]},
+    # A port free right now (the next port up was sometimes another lab's, and the run then
+    # failed on "port in use" before reaching the CA).
+    unused = next(p for p in free_ports(2) if p != lab.info.http_port)
+    broken = make_lab_config({"challenge.http.port": unused, "host.names": [name]},
                              name="broken.toml")
     started = time.monotonic()
     code, doc, err = enroll_json(broken, "--force")
