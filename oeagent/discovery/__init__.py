@@ -36,6 +36,8 @@ __all__ = ["Decision", "PeerCache", "discover", "installed_keys", "installed_pol
            "next_refresh", "read_peer_file", "record_installed", "refresh_due_peers", "timing"]
 
 MAX_PEERS_FILE = 100_000
+_ROW_JSON = json.JSONEncoder(sort_keys=True)
+"""``json.dumps(row, sort_keys=True)`` without building an encoder for every row."""
 
 
 def read_peer_file(path: Path) -> list[str]:
@@ -130,7 +132,7 @@ def discover(
         r = row(result, entry, now)
         if progress:
             sys.stderr.write("\r\033[K")
-        out.write((json.dumps(r, sort_keys=True) if as_json_lines else _text(r)) + "\n")
+        out.write((_ROW_JSON.encode(r) if as_json_lines else _text(r)) + "\n")
         out.flush()
         if progress:
             sys.stderr.write(f"{done}/{total} looked up")
