@@ -97,11 +97,19 @@ class Answer:
                 f"{len(self.values)} record(s){why}")
 
 
+# RdataType.make parses a type's text through an enum lookup each time; discovery asks the
+# same few types for every peer.
+_QTYPES = {t: dns.rdatatype.RdataType.make(t)
+           for t in ("A", "AAAA", "TXT", "TLSA", "IPSECKEY", "PTR")}
+
+
 def query(resolver: Resolver, name: dns.name.Name | str,
           rdtype: str | dns.rdatatype.RdataType) -> Answer:
     """One recursive query with DO and AD set; classify the reply, never raise for DNS trouble."""
     qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
-    qtype = dns.rdatatype.RdataType.make(rdtype)
+    qtype = _QTYPES.get(rdtype) if isinstance(rdtype, str) else None
+    if qtype is None:
+        qtype = dns.rdatatype.RdataType.make(rdtype)
     try:
         reply = exchange(resolver, qname, qtype)
     except (dns.exception.Timeout, OSError, EOFError) as exc:  # EOF: TCP retry cut off

@@ -142,8 +142,9 @@ class Discoverer:
     def _resolve(self, fqdn: str, result: Result) -> list[tuple[str, bool]]:
         """The name's A and AAAA addresses, each with whether it is DNSSEC-secure."""
         found: list[tuple[str, bool]] = []
+        name = dns.name.from_text(f"{fqdn}.")  # parsed once for both queries
         for rdtype in ("A", "AAAA"):
-            answer = self._query(f"{fqdn}.", rdtype)
+            answer = self._query(name, rdtype)
             if answer.rrset is None:
                 if answer.security in (Security.BOGUS, Security.UNREACHABLE):
                     result.reasons.append(answer.reason)
