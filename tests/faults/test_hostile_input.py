@@ -145,18 +145,23 @@ def answer(body: bytes, headers: str = "") -> Callable[[ssl.SSLSocket], None]:
     return respond
 
 
+def dripping(head: bytes, byte: bytes, count: int) -> Callable[[ssl.SSLSocket], None]:
+    """A server that sends ``head``, then ``byte`` every 50 ms, ``count`` times."""
+    def respond(conn: ssl.SSLSocket) -> None:
+        conn.sendall(head)
+        with contextlib.suppress(OSError):
+            for _ in range(count):
+                conn.sendall(byte)
+                time.sleep(0.05)
+    return respond
+
+
 @fault("slow-drip HTTPS body (one byte every 50 ms)", "discover",
        "given up after twice discovery.https_timeout: 'too slow'")
 def test_slow_drip_body(tls: tuple[Path, Path, Path]) -> None:
-    def drip(conn: ssl.SSLSocket) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")
-        with contextlib.suppress(OSError):
-            for _ in range(5000):
-                conn.sendall(b" ")
-                time.sleep(0.05)
-
     began = time.monotonic()
-    fetched = fetch(tls, drip, timeout=0.5)
+    fetched = fetch(tls, dripping(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n",
+                                  b" ", 5000), timeout=0.5)
     assert fetched.body is None and "too slow" in fetched.reason, fetched
     assert time.monotonic() - began < 3
 
@@ -166,15 +171,8 @@ def test_slow_drip_body(tls: tuple[Path, Path, Path]) -> None:
 def test_slow_drip_headers(tls: tuple[Path, Path, Path]) -> None:
     # Each byte comes well inside the per-read timeout, so only a deadline on the whole
     # exchange ends it: http.client would otherwise read 100 header lines of 64 KiB each.
-    def drip(conn: ssl.SSLSocket) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-        with contextlib.suppress(OSError):
-            for _ in range(400):
-                conn.sendall(b"a")
-                time.sleep(0.05)
-
     began = time.monotonic()
-    fetched = fetch(tls, drip, timeout=0.5)
+    fetched = fetch(tls, dripping(b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a", 400), timeout=0.5)
     assert fetched.body is None and "too slow" in fetched.reason, fetched
     assert time.monotonic() - began < 5, "the header drip held the fetch past its deadline"
 
@@ -281,13 +279,7 @@ def test_trailing_newline_is_refused_everywhere() -> None:
 def test_publish_fetch_slow_drip_is_bounded(tls: tuple[Path, Path, Path]) -> None:
     from oeagent import wellknown_fetch
 
-    def drip(conn: ssl.SSLSocket) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")
-        with contextlib.suppress(OSError):
-            for _ in range(5000):
-                conn.sendall(b" ")
-                time.sleep(0.05)
-
+    drip = dripping(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", b" ", 5000)
     began = time.monotonic()
     with (https_server(tls, drip) as port,
           pytest.raises(wellknown_fetch.FetchError, match="too slow")):
