@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import os
 import platform
 import sys
 from pathlib import Path
@@ -21,3 +23,14 @@ def emit(table: str, output: Path | None) -> None:
     sys.stdout.write(table)
     if output:
         output.write_text(table)
+
+
+def provenance(command: str, load_before: float, when: dt.datetime) -> list[str]:
+    """The report's command, machine (with the load around the run) and date lines."""
+    return [
+        f"- command: `{command}`, as root",
+        f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}; "
+        f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+        "(a shared machine)",
+        f"- date: {when:%Y-%m-%d %H:%M} UTC",
+    ]

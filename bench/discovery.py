@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import cpu_model, emit  # noqa: E402
+from bench.common import emit, provenance  # noqa: E402
 from lab import Lab  # noqa: E402
 from oeagent import keys  # noqa: E402
 from oeagent.advertisement import WELL_KNOWN_PATH, Advertisement  # noqa: E402
@@ -412,10 +412,7 @@ def report(baselines: list[Run], runs: dict[tuple[str, int], list[Run]], *, peer
         "- oeagent's times include its interpreter start-up and writing STATE/peers.json; every "
         "peer's classification was checked against what was published",
         "",
-        f"- command: `{command}`, as root",
-        f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}; "
-        f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after (a shared machine)",
-        f"- date: {when:%Y-%m-%d %H:%M} UTC",
+        *provenance(command, load[0], when),
         f"- versions: {tool_version(['dig', '-v'])}, "
         f"unbound {tool_version(['unbound', '-V']).split()[-1]}, "
         f"{tool_version(['curl', '--version']).split(' (')[0]}, Python {platform.python_version()}",

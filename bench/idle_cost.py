@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import cpu_model, emit  # noqa: E402
+from bench.common import emit, provenance  # noqa: E402
 from bench.startup import rotation, table_rows  # noqa: E402
 from lab import Lab  # noqa: E402
 
@@ -270,10 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ("**yes**" if not any(set(h) & {"acme", "josepy", "requests"} for h in heavy.values())
            else "**no**"),
         "",
-        f"- command: `{command}`, as root",
-        f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}; "
-        f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after (a shared machine)",
-        f"- date: {when:%Y-%m-%d %H:%M} UTC",
+        *provenance(command, load[0], when),
         f"- versions: Python {platform.python_version()}",
         "",
     ]

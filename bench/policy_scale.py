@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import cpu_model, emit  # noqa: E402
+from bench.common import emit, provenance  # noqa: E402
 from lab import Lab  # noqa: E402
 from lab.netns import Network  # noqa: E402
 from lab.pluto import Pluto  # noqa: E402
@@ -178,10 +178,7 @@ def report(rows: list[Row], *, command: str, when: dt.datetime,
             f"{r.conns} / {r.traps} | {r.conf_bytes / 1024:.0f} KiB |")
     lines += [
         "",
-        f"- command: `{command}`, as root",
-        f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}; "
-        f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after (a shared machine)",
-        f"- date: {when:%Y-%m-%d %H:%M} UTC",
+        *provenance(command, load[0], when),
         f"- versions: {libreswan_version()}, Python {platform.python_version()}",
         "",
     ]

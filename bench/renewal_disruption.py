@@ -30,7 +30,6 @@ import datetime as dt
 import itertools
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -49,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import cpu_model, emit  # noqa: E402
+from bench.common import emit, provenance  # noqa: E402
 from lab import Lab  # noqa: E402
 from lab.netns import Network  # noqa: E402
 from lab.pluto import Pluto  # noqa: E402
@@ -378,10 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f"median {ms(statistics.median(outages))}, max {ms(max(outages))}"
            if outages else "n/a"),
         "",
-        f"- command: `{command}`, as root",
-        f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}; "
-        f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after (a shared machine)",
-        f"- date: {when:%Y-%m-%d %H:%M} UTC",
+        *provenance(command, load[0], when),
         "",
     ]
     table = "\n".join(lines)

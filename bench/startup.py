@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import cpu_model, emit  # noqa: E402
+from bench.common import emit, provenance  # noqa: E402
 from lab import Lab  # noqa: E402
 
 HEAVY = ("acme", "josepy", "requests", "urllib3", "dns", "cryptography", "schedule")
@@ -138,10 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'**yes**' if acme_free else '**no**'} (`tests/unit/test_startup_imports.py` keeps "
         "it so)",
         "",
-        f"- command: `{command}`, as root",
-        f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}; "
-        f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after (a shared machine)",
-        f"- date: {when:%Y-%m-%d %H:%M} UTC",
+        *provenance(command, load[0], when),
         f"- versions: Python {platform.python_version()}",
         "",
     ]
