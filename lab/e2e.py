@@ -328,7 +328,8 @@ def _received(path: Path, sender: str, wait: float) -> bool:
     return sender in path.read_text()
 
 
-def _udp_listener(sc: Scenario, name: str, port: int) -> Path:
+def listen_udp(sc: Scenario, name: str, port: int) -> Path:
+    """A UDP listener in host ``name`` that appends what it receives to a file."""
     host = sc.hosts[name]
     out = host.dir / f"udp-{port}.txt"
     out.write_text("")
@@ -337,9 +338,17 @@ def _udp_listener(sc: Scenario, name: str, port: int) -> Path:
             f"s.bind(('{host.address}', {port}))\n"
             "while True:\n"
             "    data, peer = s.recvfrom(2048)\n"
-            f"    open('{out}', 'a').write(peer[0] + '\\n')\n")
+            f"    open('{out}', 'a').write(peer[0] + ' ' + data.decode() + '\\n')\n")
     host.host.spawn([sys.executable, "-c", code], str(host.dir / f"udp-{port}.log"))
-    time.sleep(0.3)
+    probe = ("import socket\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             f"s.sendto(b'self', ('{host.address}', {port}))\n")
+    deadline = time.monotonic() + 5
+    while "self" not in out.read_text():  # the listener is up (a local datagram arrived)
+        if time.monotonic() > deadline:
+            raise LabError(f"UDP listener in {name} did not start")
+        host.host.run([sys.executable, "-c", probe], check=False)
+        time.sleep(0.1)
     return out
 
 
@@ -388,7 +397,7 @@ def demo_rows(sc: Scenario) -> list[tuple[str, str, str, bool]]:
                 "accepted plain (NULL only) and answered it with NULL", True)
 
     def client_impostor() -> tuple[str, bool]:
-        received = _udp_listener(sc, "impostor", 5003)
+        received = listen_udp(sc, "impostor", 5003)
         since = sc.log_offset("client")
         sc.initiate("client", "impostor")
         sc.wait_log("client", r"subjectAltName extension does not match ID_FQDN "

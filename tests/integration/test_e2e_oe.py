@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.e2e import Scenario, esp_probe
+from lab.e2e import Scenario, esp_probe, listen_udp
 
 pytestmark = pytest.mark.lab
 
@@ -45,29 +44,6 @@ def sc() -> Iterator[Scenario]:
 @pytest.fixture(scope="module")
 def esp(sc: Scenario) -> tuple[bool, str]:
     return esp_probe(sc.hosts["client"])
-
-
-def listen_udp(sc: Scenario, name: str, port: int) -> Path:
-    """A UDP listener in host ``name`` that appends what it receives to a file."""
-    host = sc.hosts[name]
-    out = host.dir / f"udp-{port}.txt"
-    out.write_text("")
-    code = ("import socket\n"
-            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            f"s.bind(('{host.address}', {port}))\n"
-            "while True:\n"
-            "    data, peer = s.recvfrom(2048)\n"
-            f"    open('{out}', 'a').write(peer[0] + ' ' + data.decode() + '\\n')\n")
-    host.host.spawn([sys.executable, "-c", code], str(host.dir / f"udp-{port}.log"))
-    probe = ("import socket\n"
-             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-             f"s.sendto(b'self', ('{host.address}', {port}))\n")
-    deadline = time.monotonic() + 5
-    while "self" not in out.read_text():  # the listener is up (a local datagram arrived)
-        assert time.monotonic() < deadline, f"UDP listener in {name} did not start"
-        host.host.run([sys.executable, "-c", probe], check=False)
-        time.sleep(0.1)
-    return out
 
 
 def data_plane(sc: Scenario, esp: tuple[bool, str], src: str, dst: str) -> None:
