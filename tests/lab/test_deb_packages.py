@@ -7,6 +7,7 @@ list passes every local run and fails the first clean CI run (`nft` once did exa
 
 from __future__ import annotations
 
+import glob
 import re
 import shutil
 import subprocess
@@ -23,6 +24,9 @@ PROGRAMS = (
     "unbound", "unbound-checkconf", "nginx", "openssl", "dig", "nsupdate", "ip", "nft",
     "sysctl", "mount", "umount", "findmnt", "systemd-analyze",
 )
+# Libraries the tests preload, by the glob they are found with (a missing one would make its
+# tests skip, not fail).
+LIBRARIES = ("/usr/lib/*/faketime/libfaketime.so.1",)
 
 
 def _deb_packages() -> set[str]:
@@ -65,4 +69,10 @@ def test_every_program_the_project_runs_is_installed_by_make_deps() -> None:
         package = _owner(str(Path(path).resolve()) if "/" in path else path)
         if package not in listed and not _on_every_debian(package):
             problems.append(f"{program}: from package {package}, which DEB_PACKAGES lacks")
+    for pattern in LIBRARIES:
+        found = sorted(glob.glob(pattern))
+        if not found:
+            problems.append(f"{pattern}: not installed (is its package in DEB_PACKAGES?)")
+        elif (package := _owner(found[0])) not in listed and not _on_every_debian(package):
+            problems.append(f"{pattern}: from package {package}, which DEB_PACKAGES lacks")
     assert not problems, "\n".join(problems)
