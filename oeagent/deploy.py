@@ -95,13 +95,16 @@ def deploy_to_nss(
     db = open_database(config)
     if db.ensure_exists():
         reporter.step("nss", f"created NSS database {config.nss.database}")
+    # Read once for the anchors and the swap; read again only after an anchor changed it.
+    contents = db.contents()
     added = 0
     for anchor in trust.load_anchors(config.nss.trust_anchors):
-        if db.add_trust_anchor(anchor):
+        if db.add_trust_anchor(anchor, contents=contents):
             added += 1
             reporter.step("nss", f"trusted anchor {anchor.subject.rfc4514_string()} (CT,,)")
+            contents = db.contents()
     outcome = db.install_identity(
-        config.nss.nickname, key, cert.cert, cert.chain, state.nss_work_dir
+        config.nss.nickname, key, cert.cert, cert.chain, state.nss_work_dir, contents=contents
     )
     where = f"'{config.nss.nickname}' in {config.nss.database}"
     window = (

@@ -19,27 +19,33 @@ from oeagent.nss.certs import anchor_nickname, fingerprint, is_ca, load_pem_bund
 from oeagent.nss.password import private_temp_file
 
 if TYPE_CHECKING:
-    from oeagent.nss.database import NssDatabase
+    from oeagent.nss.database import Contents, NssDatabase
 
 log = logging.getLogger(__name__)
 
 ANCHOR_TRUST = "CT,,"
 
 
-def add_trust_anchor(db: NssDatabase, cert: x509.Certificate, nickname: str | None = None) -> bool:
+def add_trust_anchor(
+    db: NssDatabase,
+    cert: x509.Certificate,
+    nickname: str | None = None,
+    contents: Contents | None = None,
+) -> bool:
     """Trust ``cert`` as a CA for pluto (``CT,,``); False if it already was.
 
     A certificate already present under another nickname keeps that nickname (NSS
-    files by subject); only its trust is set.
+    files by subject); only its trust is set. ``contents``: the database as just read
+    (``NssDatabase.contents``), which answers whether it is there without asking certutil.
     """
     if not is_ca(cert):
         raise NssError(
             f"refusing to add {cert.subject.rfc4514_string() or 'a certificate'} as a trust "
             "anchor: it is not a CA certificate (basicConstraints CA:TRUE is missing)"
         )
-    present = db.nickname_of(cert)
+    present = db.nickname_of(cert) if contents is None else contents.nickname_of(cert)
     if present is not None:
-        before = db.trust(present)
+        before = db.trust(present) if contents is None else contents.trust(present)
         if all(trusted_ca(t) for t in before):
             return False
         # certutil -A on a certificate already present sets the trust of exactly that

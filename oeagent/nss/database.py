@@ -45,6 +45,34 @@ class CertEntry:
 
 
 @dataclass(frozen=True)
+class Contents:
+    """What the database held when it was read: one listing, every certificate by nickname.
+
+    One swap asks the same questions several times (is the anchor there, what is under the
+    nickname, does another nickname hold the new subject, which nicknames exist): read once,
+    a ``certutil -L`` and one ``-L -n NICK -a`` per nickname answer all of them, as long as
+    this run has changed nothing since.
+    """
+
+    entries: tuple[CertEntry, ...]
+    certificates: dict[str, list[x509.Certificate]]
+
+    def nicknames(self) -> list[str]:
+        return list(self.certificates)
+
+    def nickname_of(self, cert: x509.Certificate) -> str | None:
+        """The nickname ``cert`` is filed under (matched by fingerprint), or None."""
+        wanted = fingerprint(cert)
+        for nick, certs in self.certificates.items():
+            if any(fingerprint(c) == wanted for c in certs):
+                return nick
+        return None
+
+    def trust(self, nickname: str) -> list[str]:
+        return [e.trust for e in self.entries if e.nickname == nickname]
+
+
+@dataclass(frozen=True)
 class KeyEntry:
     key_id: str
     """NSS CKA_ID, lower-case hex: SHA-1 of the EC point or RSA modulus."""
@@ -160,6 +188,12 @@ class NssDatabase:
         nicknames = dict.fromkeys(e.nickname for e in self.list_certificates())
         return {nick: self.certificates(nick) for nick in nicknames}
 
+    def contents(self) -> Contents:
+        """Everything ``certutil -L`` lists, each nickname's certificates read once."""
+        entries = tuple(self.list_certificates())
+        nicknames = dict.fromkeys(e.nickname for e in entries)
+        return Contents(entries, {nick: self.certificates(nick) for nick in nicknames})
+
     def orphan_keys(self) -> list[KeyEntry]:
         """Private keys that no certificate in the database belongs to (certutil -D leftovers)."""
         owned = {key_id(c) for certs in self.all_certificates().values() for c in certs}
@@ -175,9 +209,14 @@ class NssDatabase:
 
     # -- trust anchors (oeagent.nss.anchors) -------------------------------------------
 
-    def add_trust_anchor(self, cert: x509.Certificate, nickname: str | None = None) -> bool:
+    def add_trust_anchor(
+        self,
+        cert: x509.Certificate,
+        nickname: str | None = None,
+        contents: Contents | None = None,
+    ) -> bool:
         """See ``oeagent.nss.anchors.add_trust_anchor``."""
-        return anchors.add_trust_anchor(self, cert, nickname)
+        return anchors.add_trust_anchor(self, cert, nickname, contents)
 
     def add_trust_anchors(self, certs: Sequence[x509.Certificate]) -> int:
         return anchors.add_trust_anchors(self, certs)
@@ -222,20 +261,26 @@ class NssDatabase:
     def delete_key(self, key_id_hex: str) -> None:
         self.run("certutil", ["-F", "-k", key_id_hex], f"deleting key {key_id_hex}")
 
-    def purge(self, nickname: str) -> int:
+    def purge(self, nickname: str, known: list[x509.Certificate] | None = None) -> int:
         """Delete every certificate under ``nickname`` and their private keys; the count.
 
         ``-F -n`` deletes the newest certificate and its key, but silently does nothing
         (exit 0) for a certificate without a key, so fall back to ``-D`` when a round made no
-        progress, then delete keys that only those certificates owned.
+        progress, then delete keys that only those certificates owned. ``known``: what the
+        caller has just read under the nickname, which saves the first listing; should more
+        be there by now (another process added some), it goes on from what is there.
         """
         removed: list[x509.Certificate] = []  # those deleted with -D, whose keys stay behind
-        certs = self.certificates(nickname)
+        certs = self.certificates(nickname) if known is None else list(known)
         count = len(certs)
         while certs:
             self.run("certutil", ["-F", "-n", nickname], f"deleting {nickname!r}")
             remaining = self.certificates(nickname)
-            if len(remaining) >= len(certs):
+            if len(remaining) > len(certs):  # more than known: start again from what is there
+                count += len(remaining) - len(certs)
+                certs = remaining
+                continue
+            if len(remaining) == len(certs):
                 self.run("certutil", ["-D", "-n", nickname], f"deleting {nickname!r}")
                 remaining = self.certificates(nickname)
                 if len(remaining) >= len(certs):
@@ -262,12 +307,13 @@ class NssDatabase:
         work_dir: Path,
         *,
         verify: bool = True,
+        contents: Contents | None = None,
     ) -> InstallResult:
         """See ``oeagent.nss.swap.install_identity``."""
         from oeagent.nss import swap
 
         return swap.install_identity(
-            self, nickname, key, cert, chain, work_dir=work_dir, verify=verify
+            self, nickname, key, cert, chain, work_dir=work_dir, verify=verify, contents=contents
         )
 
     def recover(self, work_dir: Path) -> RecoveryOutcome:

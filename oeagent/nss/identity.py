@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from oeagent.errors import NssError
 from oeagent.nss.certs import fingerprint, is_ca, key_id
-from oeagent.nss.database import NssDatabase
+from oeagent.nss.database import Contents, NssDatabase
 
 IdentityKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -39,13 +39,13 @@ def check_identity(
             )
 
 
-def check_subject_free(db: NssDatabase, nickname: str, cert: x509.Certificate) -> None:
+def check_subject_free(contents: Contents, nickname: str, cert: x509.Certificate) -> None:
     """Refuse when NSS would file the new certificate under another nickname.
 
     NSS keeps one nickname per subject: an empty-subject certificate (Let's Encrypt's newer
     profiles) joins ANY other empty-subject certificate already in the database.
     """
-    for other, certs in db.all_certificates().items():
+    for other, certs in contents.certificates.items():
         if other != nickname and any(c.subject == cert.subject for c in certs):
             subject = cert.subject.rfc4514_string() or "empty subject"
             raise NssError(

@@ -46,10 +46,15 @@ def backup(
     chain: Sequence[x509.Certificate],
     verify: bool,
     work_dir: Path,
+    keys: set[str],
+    nicknames: Sequence[str],
 ) -> dict[str, Any]:
-    """Save what is under the nickname, then the journal; nothing is changed yet."""
+    """Save what is under the nickname, then the journal; nothing is changed yet.
+
+    ``current``, ``keys`` (the key ids) and ``nicknames`` are what the database held when the
+    caller read it for this swap; nothing has changed it since.
+    """
     clear(work_dir)
-    keys = db.key_ids()
     old_key_ids = sorted({key_id(c) for c in current} & keys)
     has_p12 = bool(old_key_ids)
     if has_p12:
@@ -78,7 +83,7 @@ def backup(
         "new_fingerprint": fingerprint(cert),
         "new_key_id": key_id(cert),
         "chain_fingerprints": sorted(fingerprint(c) for c in chain),
-        "nicknames_before": sorted({e.nickname for e in db.list_certificates()}),
+        "nicknames_before": sorted(set(nicknames)),
         "verify": verify,
         "started": time.time(),
     }

@@ -28,13 +28,15 @@ def rehearse(
     p12_password: bytes,
     verify: bool,
     work_dir: Path,
+    current: list[x509.Certificate],
 ) -> None:
     """Purge, import and check on a private copy of ``db``; raise NssError saying nothing
-    was changed when any step fails."""
+    was changed when any step fails. ``current``: what ``db`` holds under the nickname, as
+    the caller has just read it (the copy starts with the same)."""
     with tempfile.TemporaryDirectory(prefix="nss-trial-", dir=work_dir) as tmp:
         copy = db.copy_to(Path(tmp))
         try:
-            copy.purge(nickname)
+            copy.purge(nickname, current)
             with private_temp_file(p12) as p12_file, private_temp_file(p12_password) as pw:
                 copy.import_pkcs12(p12_file, pw, "importing the new certificate")
             check_installed(copy, nickname, cert, verify)

@@ -36,7 +36,7 @@ from cryptography import x509
 from oeagent import fsio, names
 from oeagent.errors import NssError, OeagentError
 from oeagent.nss.certs import fingerprint, key_id
-from oeagent.nss.database import NssDatabase
+from oeagent.nss.database import Contents, NssDatabase
 from oeagent.nss.identity import (
     IdentityKey,
     check_identity,
@@ -87,12 +87,15 @@ def install_identity(
     work_dir: Path,
     *,
     verify: bool = True,
+    contents: Contents | None = None,
 ) -> InstallResult:
     """Make ``cert`` (with ``key`` and its intermediates) the only identity under ``nickname``.
 
     ``verify`` also requires ``certutil -V`` to pass, so the chain's anchor must be trusted
-    in this database already. Raises NssError; after an error the database holds what it
-    held before (the message says so, or says that restoring failed too).
+    in this database already. ``contents``: the database as the caller has just read it
+    (``NssDatabase.contents``, nothing changed since); read here otherwise. Raises NssError;
+    after an error the database holds what it held before (the message says so, or says that
+    restoring failed too).
     """
     names.check_nickname(nickname)
     check_identity(key, cert, chain)
@@ -100,12 +103,18 @@ def install_identity(
     if (work_dir / JOURNAL).exists():
         log.warning("an earlier certificate swap was interrupted; recovering first")
         recover(db, work_dir)
+        contents = None  # recovering changed the database
     new_fp = fingerprint(cert)
     p12_password = secrets.token_urlsafe(24).encode("ascii")
     p12 = pkcs12_bytes(nickname, key, cert, chain, p12_password)
-    current = db.certificates(nickname)
+    if contents is None:
+        contents = db.contents()
+    current = contents.certificates.get(nickname, [])
+    # One key listing for the whole swap: the unchanged check and the backup (which keys the
+    # old certificates have) ask the same question of the same, untouched, database.
+    keys = db.key_ids() if current else set()
 
-    if [fingerprint(c) for c in current] == [new_fp] and key_id(cert) in db.key_ids():
+    if [fingerprint(c) for c in current] == [new_fp] and key_id(cert) in keys:
         if not verify or verifies(db, nickname):
             return InstallResult("unchanged", new_fp)
         # Same leaf, but the chain does not build (say an intermediate was deleted):
@@ -115,11 +124,13 @@ def install_identity(
         db.verify(nickname)
         return InstallResult("repaired", new_fp)
 
-    check_subject_free(db, nickname, cert)
+    check_subject_free(contents, nickname, cert)
     if current:
-        rehearse(db, nickname, cert, p12, p12_password, verify, work_dir)
+        rehearse(db, nickname, cert, p12, p12_password, verify, work_dir, current)
     try:
-        journal = backup(db, nickname, current, key, cert, chain, verify, work_dir)
+        journal = backup(
+            db, nickname, current, key, cert, chain, verify, work_dir, keys, contents.nicknames()
+        )
     except BaseException as exc:
         clear(work_dir)
         if isinstance(exc, NssError):  # pk12util -o fails on a read-only database, say
