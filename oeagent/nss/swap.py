@@ -73,6 +73,9 @@ class InstallResult:
     """SHA-256 of the leaf now under the nickname, lower-case hex."""
     swap_window: float | None = None
     """Seconds the nickname had no certificate (only for ``replaced``)."""
+    verified: bool = False
+    """``certutil -V`` accepted the identity now under the nickname, in this call: callers
+    need not run it again."""
 
     def __str__(self) -> str:
         return self.status
@@ -116,13 +119,13 @@ def install_identity(
 
     if [fingerprint(c) for c in current] == [new_fp] and key_id(cert) in keys:
         if not verify or verifies(db, nickname):
-            return InstallResult("unchanged", new_fp)
+            return InstallResult("unchanged", new_fp, verified=verify)
         # Same leaf, but the chain does not build (say an intermediate was deleted):
         # re-importing the identical p12 adds what is missing and no duplicate leaf.
         with private_temp_file(p12) as p12_file, private_temp_file(p12_password) as pw:
             db.import_pkcs12(p12_file, pw, f"re-importing {nickname!r}")
         db.verify(nickname)
-        return InstallResult("repaired", new_fp)
+        return InstallResult("repaired", new_fp, verified=True)
 
     check_subject_free(contents, nickname, cert)
     if current:
@@ -164,7 +167,7 @@ def install_identity(
     clear(work_dir)
     if window is not None:
         log.info("replaced %r; the nickname was empty for %.3f s", nickname, window)
-    return InstallResult("replaced" if current else "installed", new_fp, window)
+    return InstallResult("replaced" if current else "installed", new_fp, window, verify)
 
 
 def _failed(nickname: str, exc: Exception, after: str) -> NssError:

@@ -253,6 +253,18 @@ def test_install_then_unchanged(anchored: NssDatabase, pki: Pki, work: Path) -> 
     assert sorted(os.listdir(work)) == []  # no journal, backup or password left behind
 
 
+def test_result_says_whether_certutil_verified(anchored: NssDatabase, pki: Pki, work: Path) -> None:
+    # deploy runs certutil -V itself only when the swap did not (verify=False).
+    key = ec_key()
+    leaf = pki.leaf(key)
+    assert anchored.install_identity(NICK, key, leaf, [pki.inter], work_dir=work).verified
+    again = anchored.install_identity(NICK, key, leaf, [pki.inter], work_dir=work, verify=False)
+    assert (again.status, again.verified) == ("unchanged", False)
+    renewed = pki.leaf(key, age_hours=0)
+    result = anchored.install_identity(NICK, key, renewed, [pki.inter], work_dir=work)
+    assert (result.status, result.verified) == ("replaced", True)
+
+
 @pytest.mark.parametrize("same_key", [True, False], ids=["same-key", "new-key"])
 def test_replace_with_renewed(anchored: NssDatabase, pki: Pki, work: Path, same_key: bool) -> None:
     key = ec_key()
