@@ -144,7 +144,8 @@ def install_identity(
         with private_temp_file(p12) as p12_file, private_temp_file(p12_password) as pw:
             started = time.monotonic()
             if current:
-                db.purge(nickname)
+                # What was read for this swap and backed up; purge goes on should more be there.
+                db.purge(nickname, current)
             db.import_pkcs12(p12_file, pw, f"importing the new certificate for {nickname!r}")
             if current:
                 window = time.monotonic() - started
