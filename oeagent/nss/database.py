@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from oeagent.nss.swap import IdentityKey, InstallResult, RecoveryOutcome
 
 log = logging.getLogger(__name__)
+
+_READERS = 4
+"""certutil processes reading one database at once (contents())."""
 
 # certutil -L: the nickname padded to a column, then SSL,S/MIME,JAR/XPI trust flags.
 _CERT_LINE = re.compile(r"^(?P<nick>\S.*?)\s+(?P<trust>[A-Za-z]*,[A-Za-z]*,[A-Za-z]*)\s*$")
@@ -189,10 +193,22 @@ class NssDatabase:
         return {nick: self.certificates(nick) for nick in nicknames}
 
     def contents(self) -> Contents:
-        """Everything ``certutil -L`` lists, each nickname's certificates read once."""
+        """Everything ``certutil -L`` lists, each nickname's certificates read once (up to
+        four at a time: they are independent questions, each a process)."""
         entries = tuple(self.list_certificates())
-        nicknames = dict.fromkeys(e.nickname for e in entries)
-        return Contents(entries, {nick: self.certificates(nick) for nick in nicknames})
+        nicknames = list(dict.fromkeys(e.nickname for e in entries))
+        certs: dict[str, list[x509.Certificate]] = {}
+        for start in range(0, len(nicknames), _READERS):
+            reads = [
+                (nick, tools.Started(partial(self.certificates, nick)))
+                for nick in nicknames[start : start + _READERS]
+            ]
+            try:
+                certs.update((nick, read.result()) for nick, read in reads)
+            finally:
+                for _, read in reads:
+                    read.wait()
+        return Contents(entries, certs)
 
     def orphan_keys(self) -> list[KeyEntry]:
         """Private keys that no certificate in the database belongs to (certutil -D leftovers)."""

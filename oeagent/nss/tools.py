@@ -10,14 +10,19 @@ common failures do not say what is wrong, so ``failure()`` translates them:
   POSIX locks on cert9.db and key4.db);
 - a wrong or missing password is SEC_ERROR_BAD_PASSWORD;
 - a read-only database is SEC_ERROR_READ_ONLY (said with where it comes from).
+
+``Started`` runs a read-only question alongside others: each is a process of its own, and a
+database has any number of readers.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from oeagent import proc
 from oeagent.errors import NssError, NssLockedError
@@ -26,6 +31,40 @@ from oeagent.secrets import Secret
 
 DATABASE_FILES = ("cert9.db", "key4.db")
 _LOCK_SYMPTOMS = ("SEC_ERROR_BAD_DATABASE", "SEC_ERROR_PKCS11_GENERAL_ERROR")
+
+T = TypeVar("T")
+
+
+class Started(Generic[T]):
+    """A read-only tool call running in a thread of its own while the caller does more.
+
+    Only for questions (listings, ``certutil -V``): nothing that changes the database. The
+    caller must ``wait()`` for it on every path (``result()`` does), so no tool still runs
+    when the caller goes on to change the database.
+    """
+
+    def __init__(self, call: Callable[[], T]) -> None:
+        self._call = call
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="oeagent-nss", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> T:
+        """Its return value, or what it raised, raised here."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # set when there is no error
 
 
 def run_tool(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import subprocess
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,13 +71,15 @@ class Calls:
         self.live = live
         self.counts: Counter[str] = Counter()
         self._real = proc.run
+        self._lock = threading.Lock()  # some questions are asked at once, from threads
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         args = [str(a) for a in argv]
         database = args[args.index("-d") + 1] if "-d" in args else ""
         where = "live" if database == self.live else "trial"
         verb = args[1] + (" -n" if args[1] == "-L" and "-n" in args else "")
-        self.counts[f"{where} {args[0]} {verb}"] += 1
+        with self._lock:
+            self.counts[f"{where} {args[0]} {verb}"] += 1
         return self._real(argv, **kwargs)
 
 
