@@ -194,8 +194,9 @@ def _same_endpoint(source: tuple[str, int] | tuple[str, int, int, int],
 def classify(reply: Reply, qname: dns.name.Name, qtype: dns.rdatatype.RdataType,
              ad_trusted: bool) -> Answer:
     rcode = reply.rcode
-    text = dns.rcode.to_text(rcode)
-    label = f"{dns.rdatatype.to_text(qtype)} {qname}"
+    text = rcode.name  # what dns.rcode.to_text says, or the number for one without a name
+    # Only a reason needs the label: every query asked and answered would pay for the text.
+    label = _Label(qname, qtype)
     if rcode == dns.rcode.SERVFAIL:
         codes = {code for code, _ in reply.extended_errors}
         ede = "; ".join(f"EDE {code} {why}".strip() for code, why in reply.extended_errors)
@@ -231,6 +232,17 @@ def classify(reply: Reply, qname: dns.name.Name, qtype: dns.rdatatype.RdataType,
                       reason=f"{label}: CNAME chain of 8 or more (or a loop); not followed")
     return Answer(qname, qtype, security, None, rcode=text,
                   reason=f"{label}: no such record{_ignored(reply, chain, qname)}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Label:
+    """``TXT _oe.peer.example.``, made into text only when a reason says it."""
+
+    qname: dns.name.Name
+    qtype: dns.rdatatype.RdataType
+
+    def __str__(self) -> str:
+        return f"{dns.rdatatype.to_text(self.qtype)} {self.qname}"
 
 
 def _ignored(reply: Reply, chain: set[dns.name.Name], qname: dns.name.Name) -> str:

@@ -16,6 +16,7 @@ advertisement through them (``oeagent.discovery.cache``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
@@ -100,10 +101,10 @@ class Discoverer:
         return query(self.resolver, name, rdtype)
 
     def lookup(self, peer: str, now: dt.datetime) -> Result:
-        try:
-            address = names.normalize_ip(peer)
-        except ValueError:
-            address = None
+        address = None
+        if names.could_be_ip(peer):  # most peers are names: no failed parse for them
+            with contextlib.suppress(ValueError):
+                address = names.normalize_ip(peer)
         if address is None:
             try:
                 fqdn = names.normalize_fqdn(peer)
@@ -150,9 +151,9 @@ class Discoverer:
                     result.reasons.append(answer.reason)
                 continue
             for rdata in answer.rrset:
-                address = names.normalize_ip(rdata.address)
-                if not ipaddress.ip_address(address).is_unspecified:
-                    found.append((address, answer.security is Security.SECURE))
+                address = ipaddress.ip_address(rdata.address)  # parsed once: every peer has some
+                if not address.is_unspecified:
+                    found.append((str(address), answer.security is Security.SECURE))
         return found
 
     def _lookup_name(self, result: Result, now: dt.datetime, reverse: dns.name.Name | None
