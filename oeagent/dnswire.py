@@ -93,14 +93,19 @@ def parse_reply(wire: bytes, question: bytes, qname: dns.name.Name) -> Reply | N
             or wire[name_end:end] != question[-4:]):
         return None
     at = end
-    rrsets: dict[tuple[dns.name.Name, int, int], dns.rrset.RRset] = {}
+    # Keyed by owner, except that the question's name is None: a Name hashes all its labels
+    # on every use, and nearly every record is the question name's.
+    rrsets: dict[tuple[dns.name.Name | None, int, int], dns.rrset.RRset] = {}
     try:
         for _ in range(ancount):
+            owner_key: dns.name.Name | None = None
             if wire[at:at + 2] == _POINTER_TO_QUESTION:
                 owner, at = qname, at + 2
             else:
                 owner, used = dns.name.from_wire(wire, at)
                 at += used
+                if owner != qname:
+                    owner_key = owner
             rdtype, rdclass, ttl, length = _RECORD.unpack_from(wire, at)
             at += 10
             if at + length > len(wire):
@@ -109,7 +114,7 @@ def parse_reply(wire: bytes, question: bytes, qname: dns.name.Name) -> Reply | N
                 raise MalformedReply("an OPT record in the answer section")
             if rdtype != dns.rdatatype.RRSIG:
                 rdata = dns.rdata.from_wire(rdclass, rdtype, wire, at, length)
-                key = (owner, rdclass, rdtype)
+                key = (owner_key, rdclass, rdtype)
                 rrset = rrsets.get(key)
                 if rrset is None:
                     rrset = rrsets[key] = dns.rrset.RRset(owner, rdclass, rdtype)
