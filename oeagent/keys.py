@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from oeagent.errors import StateError
+
+if TYPE_CHECKING:
+    # Only for the hints: discovery reads pins through this module, and cryptography.x509
+    # is ~40 ms of its start-up.
+    from cryptography import x509
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey

@@ -13,6 +13,14 @@ import re
 # "a\n.example.org" and the nickname "oeagent\n" through.
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _NICKNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_IPV4_CHARACTERS = frozenset("0123456789.")
+
+
+def could_be_ip(text: str) -> bool:
+    """False when ``text`` cannot be an address ``ipaddress`` accepts: IPv6 always has a
+    colon, IPv4 is digits and dots. Discovery asks this of every peer name, and a failed
+    ``ip_address`` (tried as IPv4, then as IPv6, raising each time) costs ~20 us."""
+    return ":" in text or _IPV4_CHARACTERS.issuperset(text)
 
 
 def normalize_fqdn(name: str) -> str:
@@ -25,12 +33,13 @@ def normalize_fqdn(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise ValueError("empty name")
     candidate = name[:-1] if name.endswith(".") else name
-    try:
-        ipaddress.ip_address(candidate)
-    except ValueError:
-        pass
-    else:
-        raise ValueError(f"{name!r} is an IP address, not a host name")
+    if could_be_ip(candidate):
+        try:
+            ipaddress.ip_address(candidate)
+        except ValueError:
+            pass
+        else:
+            raise ValueError(f"{name!r} is an IP address, not a host name")
     if not candidate.isascii():
         try:
             candidate = candidate.encode("idna").decode("ascii")
@@ -58,6 +67,8 @@ def normalize_ip(text: str) -> str:
     if not isinstance(text, str):
         raise ValueError("not a string")
     try:
+        if not could_be_ip(text):
+            raise ValueError("neither digits and dots nor colons")
         return str(ipaddress.ip_address(text))
     except ValueError as exc:
         raise ValueError(f"{text!r} is not an IP address") from exc

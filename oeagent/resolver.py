@@ -17,20 +17,22 @@ import functools
 import ipaddress
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import dns.edns
 import dns.exception
 import dns.flags
-import dns.message
 import dns.name
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+from oeagent import dnswire
+from oeagent.dnswire import MalformedReply, Reply
+
+__all__ = ["Answer", "MalformedReply", "Reply", "Resolver", "Security", "classify", "query"]
 
 # EDE codes (RFC 8914) that mean "DNSSEC validation failed", as opposed to a server problem.
 _DNSSEC_EDE = {1, 2, 5, 6, 7, 8, 9, 10, 11, 12}
@@ -125,34 +127,11 @@ def query(resolver: Resolver, name: dns.name.Name | str,
     return classify(reply, qname, qtype, resolver.ad_trusted)
 
 
-# Discovery is CPU-bound in this client (a peer costs 3 to 6 queries), so it speaks the wire
-# format itself where dnspython's generality costs most: building the query (make_query plus
-# to_wire: ~0.1 ms) and parsing records nothing here reads (dnspython: ~0.1 ms a record). A
-# DNSSEC-signed negative answer carries 4 or more authority records (SOA, NSEC, their RRSIGs),
-# a signed positive one an RRSIG; classify() reads only the rcode, the flags, EDNS options and
-# the answer RRsets (the resolver's AD bit vouches for them; the RRSIGs are its business).
-_HEADER = struct.Struct("!HHHHHH")
-_RD_AD = 0x0100 | 0x0020
-# OPT: root owner, type 41, UDP payload 1232, extended rcode 0, version 0, DO, no options.
-_OPT_DO = b"\x00" + struct.pack("!HHIH", 41, 1232, 0x8000, 0)
 _MAX_REPLY = 65535
 
 
-def request_wire(qname: dns.name.Name, qtype: dns.rdatatype.RdataType, qid: int) -> bytes:
-    """The query dnspython's ``make_query(qname, qtype, want_dnssec=True, payload=1232)``
-    renders with RD and AD set (tests check it byte for byte)."""
-    name = qname.to_wire()
-    assert name is not None  # None only when writing into a file
-    question = name + struct.pack("!HH", qtype, dns.rdataclass.IN)
-    return _HEADER.pack(qid, _RD_AD, 1, 0, 0, 1) + question + _OPT_DO
-
-
-class MalformedReply(Exception):
-    """A reply whose sections do not hold together."""
-
-
 def exchange(resolver: Resolver, qname: dns.name.Name, qtype: dns.rdatatype.RdataType
-             ) -> dns.message.Message:
+             ) -> Reply:
     """Ask over UDP (TCP when the reply is truncated).
 
     Raises OSError (TimeoutError when no reply came in time), MalformedReply, or dnspython's
@@ -162,8 +141,8 @@ def exchange(resolver: Resolver, qname: dns.name.Name, qtype: dns.rdatatype.Rdat
     is what an off-path spoofer has to guess. Datagrams from another address or port, or
     that do not answer this question, are ignored until the timeout.
     """
-    qid = int.from_bytes(os.urandom(2), "big")
-    wire = request_wire(qname, qtype, qid)
+    question = dnswire.question_wire(qname, qtype)
+    wire = dnswire.request_wire(question, int.from_bytes(os.urandom(2), "big"))
     destination = (resolver.address, resolver.port)
     family = socket.AF_INET6 if ":" in resolver.address else socket.AF_INET
     deadline = time.monotonic() + resolver.timeout
@@ -186,21 +165,21 @@ def exchange(resolver: Resolver, qname: dns.name.Name, qtype: dns.rdatatype.Rdat
             if (not _same_endpoint(source, destination) or len(data) < 12
                     or data[:2] != wire[:2] or not data[2] & 0x80):
                 continue  # not a reply to this query
-            reply = dns.message.from_wire(_cut_unread(data))
-            if reply.question and _asks(reply.question[0], qname, qtype):
+            reply = dnswire.parse_reply(data, question, qname)
+            if reply is not None:
                 break
             other_questions += 1
-    return _over_tcp(resolver, qname, qtype) if reply.flags & dns.flags.TC else reply
+    return _over_tcp(resolver, qname, qtype) if dnswire.truncated(reply) else reply
 
 
 def _over_tcp(resolver: Resolver, qname: dns.name.Name, qtype: dns.rdatatype.RdataType
-              ) -> dns.message.Message:
+              ) -> Reply:
     import dns.query  # only for this rare case: ~20 ms of everyone's start-up otherwise
 
     request = dns.message.make_query(qname, qtype, want_dnssec=True, payload=1232)
     request.flags |= dns.flags.RD | dns.flags.AD
-    return dns.query.tcp(request, resolver.address, timeout=resolver.timeout,
-                         port=resolver.port)
+    return Reply.from_message(dns.query.tcp(request, resolver.address,
+                                            timeout=resolver.timeout, port=resolver.port))
 
 
 def _same_endpoint(source: tuple[str, int] | tuple[str, int, int, int],
@@ -212,81 +191,15 @@ def _same_endpoint(source: tuple[str, int] | tuple[str, int, int, int],
             or ipaddress.ip_address(source[0]) == ipaddress.ip_address(destination[0]))
 
 
-def _asks(question: dns.rrset.RRset, qname: dns.name.Name,
-          qtype: dns.rdatatype.RdataType) -> bool:
-    return (question.name == qname and question.rdtype == qtype
-            and question.rdclass == dns.rdataclass.IN)
-
-
-def _cut_unread(wire: bytes) -> bytes:
-    """The reply without what classify() never reads: the authority section, additional
-    records other than OPT, and RRSIGs at the end of the answer section.
-
-    Compression pointers only point backwards, so cutting a section's tail leaves the rest
-    valid as it is; an OPT record's owner is the root (no pointer). An RRSIG between two
-    RRsets (after a CNAME) stays: a later record may point into it.
-    """
-    if len(wire) < 12:
-        raise MalformedReply("shorter than a DNS header")
-    qdcount, ancount, nscount, arcount = (int.from_bytes(wire[i:i + 2], "big")
-                                          for i in (4, 6, 8, 10))
-    try:
-        at = 12
-        for _ in range(qdcount):
-            at = _skip_name(wire, at) + 4
-        answers = 0
-        answer_end = at
-        for n in range(ancount):
-            rdtype, at = _skip_record(wire, at)
-            if rdtype != dns.rdatatype.RRSIG:
-                answers, answer_end = n + 1, at
-        for _ in range(nscount):
-            at = _skip_record(wire, at)[1]
-        opt = b""
-        kept = 0
-        for _ in range(arcount):
-            start, (rdtype, at) = at, _skip_record(wire, at)
-            if rdtype == dns.rdatatype.OPT and wire[start] == 0:
-                opt += wire[start:at]
-                kept += 1
-    except IndexError:
-        raise MalformedReply("a record runs past the end of the message") from None
-    if at > len(wire):
-        raise MalformedReply("a record runs past the end of the message")
-    return (wire[:6] + struct.pack("!HHH", answers, 0, kept) + wire[12:answer_end] + opt
-            + wire[at:])  # trailing junk stays, so from_wire still rejects it
-
-
-def _skip_name(wire: bytes, at: int) -> int:
-    while True:
-        length = wire[at]
-        if length == 0:
-            return at + 1
-        if length & 0xC0 == 0xC0:
-            return at + 2
-        if length & 0xC0:
-            raise MalformedReply("unknown label type")
-        at += length + 1
-
-
-def _skip_record(wire: bytes, at: int) -> tuple[int, int]:
-    """The record's type and where the next record starts."""
-    at = _skip_name(wire, at)
-    rdtype = int.from_bytes(wire[at:at + 2], "big")
-    return rdtype, at + 10 + int.from_bytes(wire[at + 8:at + 10], "big")
-
-
-def classify(
-    reply: dns.message.Message, qname: dns.name.Name, qtype: dns.rdatatype.RdataType,
-    ad_trusted: bool,
-) -> Answer:
-    rcode = reply.rcode()
-    text = dns.rcode.to_text(rcode)
-    label = f"{dns.rdatatype.to_text(qtype)} {qname}"
+def classify(reply: Reply, qname: dns.name.Name, qtype: dns.rdatatype.RdataType,
+             ad_trusted: bool) -> Answer:
+    rcode = reply.rcode
+    text = rcode.name  # what dns.rcode.to_text says, or the number for one without a name
+    # Only a reason needs the label: every query asked and answered would pay for the text.
+    label = _Label(qname, qtype)
     if rcode == dns.rcode.SERVFAIL:
-        errors = reply.extended_errors()
-        codes = {int(e.code) for e in errors}
-        ede = "; ".join(f"EDE {int(e.code)} {e.text or ''}".strip() for e in errors)
+        codes = {code for code, _ in reply.extended_errors}
+        ede = "; ".join(f"EDE {code} {why}".strip() for code, why in reply.extended_errors)
         if codes & _DNSSEC_EDE:
             return Answer(qname, qtype, Security.BOGUS, None, rcode=text,
                           reason=f"{label}: DNSSEC validation failed ({ede})")
@@ -306,10 +219,10 @@ def classify(
     target = qname
     chain = {qname}
     for _ in range(8):  # follow CNAMEs inside the answer, as a stub resolver does
-        rrset = reply.get_rrset(reply.answer, target, dns.rdataclass.IN, qtype)
+        rrset = reply.find(target, qtype)
         if rrset is not None:
             return Answer(qname, qtype, security, rrset, rcode=text)
-        cname = reply.get_rrset(reply.answer, target, dns.rdataclass.IN, dns.rdatatype.CNAME)
+        cname = reply.find(target, dns.rdatatype.CNAME)
         if cname is None:
             break
         target = cname[0].target
@@ -321,12 +234,21 @@ def classify(
                   reason=f"{label}: no such record{_ignored(reply, chain, qname)}")
 
 
-def _ignored(reply: dns.message.Message, chain: set[dns.name.Name], qname: dns.name.Name
-             ) -> str:
+@dataclass(frozen=True, slots=True)
+class _Label:
+    """``TXT _oe.peer.example.``, made into text only when a reason says it."""
+
+    qname: dns.name.Name
+    qtype: dns.rdatatype.RdataType
+
+    def __str__(self) -> str:
+        return f"{dns.rdatatype.to_text(self.qtype)} {self.qname}"
+
+
+def _ignored(reply: Reply, chain: set[dns.name.Name], qname: dns.name.Name) -> str:
     """Say which answer RRsets were passed over: records for other names are never read as
     the queried name's, but the reason should show they were there."""
-    other = [r for r in reply.answer
-             if r.name not in chain and r.rdtype != dns.rdatatype.RRSIG]
+    other = [r for r in reply.answer if r.name not in chain]
     if not other:
         return ""
     shown = ", ".join(f"{dns.rdatatype.to_text(r.rdtype)} {r.name}" for r in other[:3])

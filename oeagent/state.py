@@ -83,10 +83,17 @@ class StateDir:
         except OSError as exc:
             raise StateError(f"cannot read {path}: {exc.strerror}") from None
 
-    def write_json(self, path: Path, document: dict[str, Any]) -> None:
+    def write_json(self, path: Path, document: dict[str, Any], *,
+                   inline_below: int | None = None) -> None:
+        """Indented, keys sorted; with ``inline_below``, values nested that deep are written
+        on one line each (e.g. 2: one line per peer in ``peers.json``): readable, and
+        written by json's C encoder, which ``indent`` turns off -- a 1,000-peer cache took
+        ~10 % of a discovery run's interpreter time to write indented."""
+        text = (_json_lines(document, 0, inline_below) if inline_below is not None
+                else json.dumps(document, indent=2, sort_keys=True))
         try:
             ensure_private_dir(path.parent)
-            atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+            atomic_write_text(path, text + "\n")
         except OSError as exc:
             raise StateError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -157,3 +164,12 @@ def _read_holder(path: Path) -> str:
         pid = int(path.read_text().strip())
         return f" (pid {pid})"
     return ""
+
+
+def _json_lines(value: Any, depth: int, inline_below: int) -> str:
+    if not isinstance(value, dict) or not value or depth >= inline_below:
+        return json.dumps(value, sort_keys=True)
+    pad = "  " * (depth + 1)
+    items = ",\n".join(f"{pad}{json.dumps(key)}: {_json_lines(item, depth + 1, inline_below)}"
+                       for key, item in sorted(value.items()))
+    return f"{{\n{items}\n{'  ' * depth}}}"

@@ -282,4 +282,4 @@ class PeerCache:
             "peers": {peer: e.to_json() for peer, e in sorted(self.entries.items())},
             "installed": dict(sorted(self.installed.items())),
             "installed_policy": self.installed_policy,
-        })
+        }, inline_below=2)

@@ -16,6 +16,7 @@ advertisement through them (``oeagent.discovery.cache``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
@@ -100,10 +101,10 @@ class Discoverer:
         return query(self.resolver, name, rdtype)
 
     def lookup(self, peer: str, now: dt.datetime) -> Result:
-        try:
-            address = names.normalize_ip(peer)
-        except ValueError:
-            address = None
+        address = None
+        if names.could_be_ip(peer):  # most peers are names: no failed parse for them
+            with contextlib.suppress(ValueError):
+                address = names.normalize_ip(peer)
         if address is None:
             try:
                 fqdn = names.normalize_fqdn(peer)
@@ -137,12 +138,12 @@ class Discoverer:
         return result
 
     def _addresses(self, fqdn: str, result: Result, secure_only: bool = False) -> list[str]:
-        return [a for a, secure in self._resolve(fqdn, result) if secure or not secure_only]
+        name = dns.name.from_text(f"{fqdn}.")
+        return [a for a, secure in self._resolve(name, result) if secure or not secure_only]
 
-    def _resolve(self, fqdn: str, result: Result) -> list[tuple[str, bool]]:
+    def _resolve(self, name: dns.name.Name, result: Result) -> list[tuple[str, bool]]:
         """The name's A and AAAA addresses, each with whether it is DNSSEC-secure."""
         found: list[tuple[str, bool]] = []
-        name = dns.name.from_text(f"{fqdn}.")  # parsed once for both queries
         for rdtype in ("A", "AAAA"):
             answer = self._query(name, rdtype)
             if answer.rrset is None:
@@ -150,19 +151,20 @@ class Discoverer:
                     result.reasons.append(answer.reason)
                 continue
             for rdata in answer.rrset:
-                address = names.normalize_ip(rdata.address)
-                if not ipaddress.ip_address(address).is_unspecified:
-                    found.append((address, answer.security is Security.SECURE))
+                address = ipaddress.ip_address(rdata.address)  # parsed once: every peer has some
+                if not address.is_unspecified:
+                    found.append((str(address), answer.security is Security.SECURE))
         return found
 
     def _lookup_name(self, result: Result, now: dt.datetime, reverse: dns.name.Name | None
                      ) -> Result:
         fqdn = result.fqdn
         assert fqdn is not None
-        resolved = self._resolve(fqdn, result)
+        name = dns.name.from_text(f"{fqdn}.")  # parsed once for every query about it
+        resolved = self._resolve(name, result)
         result.addresses = _at_most([a for a, _ in resolved], result)
         secure = tuple(a for a in result.addresses if (a, True) in resolved)
-        dns_failure = self._from_dns(result, fqdn, reverse, now, secure)
+        dns_failure = self._from_dns(result, name, reverse, now, secure)
         if result.advertisement is not None:
             return result
         if self.tls is not None:
@@ -173,13 +175,15 @@ class Discoverer:
             result.status = dns_failure
         return result
 
-    def _from_dns(self, result: Result, fqdn: str, reverse: dns.name.Name | None,
+    def _from_dns(self, result: Result, name: dns.name.Name, reverse: dns.name.Name | None,
                   now: dt.datetime, secure: tuple[str, ...]) -> str | None:
         """Fill ``result`` from signed records; return a failure status, or None.
 
         A signed advertisement covers only the name's DNSSEC-secure addresses (``secure``):
         an unsigned A/AAAA (a CNAME into an unsigned zone) could be forged on the way."""
-        txt = self._query(records.txt_name(fqdn), "TXT")
+        fqdn = result.fqdn
+        assert fqdn is not None
+        txt = self._query(records.txt_name(name), "TXT")
         if txt.security in (Security.BOGUS, Security.UNREACHABLE):
             result.reasons.append(txt.reason)
             return str(txt.security.value)
@@ -197,8 +201,8 @@ class Discoverer:
                 advert = Advertisement(fqdn, "ecdsa", (), "none", self._ttl([txt]))
                 self._accept(result, advert, "dns", now)
                 return None
-            tlsa = [self._query(records.tlsa_name(fqdn, p), "TLSA") for p in (500, 4500)]
-            key = self._query(f"{fqdn}.", "IPSECKEY")
+            tlsa = [self._query(records.tlsa_name(name, p), "TLSA") for p in (500, 4500)]
+            key = self._query(name, "IPSECKEY")
             if key.empty and reverse is not None:
                 key = self._query(reverse, "IPSECKEY")  # RFC 4025 reverse tree
             for answer in (*tlsa, key):

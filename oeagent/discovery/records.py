@@ -29,12 +29,25 @@ RRset is refused whole. A publisher puts out one per pinned key (two during a ro
 thousand key decodes and from choosing pins out of a crowd."""
 
 
-def txt_name(fqdn: str) -> dns.name.Name:
-    return dns.name.from_text(f"{TXT_LABEL}.{fqdn}.")
+# Built from the peer's name already parsed (Name checks the labels and the length, as
+# from_text would): discovery asks these for every peer.
+_TXT_LABEL = TXT_LABEL.encode()
+_TLSA_LABELS = {port: (f"_{port}".encode(), b"_udp") for port in (500, 4500)}
 
 
-def tlsa_name(fqdn: str, port: int) -> dns.name.Name:
-    return dns.name.from_text(f"_{port}._udp.{fqdn}.")
+def txt_name(name: dns.name.Name | str) -> dns.name.Name:
+    """``_oe.<name>``, where the advertisement's TXT record is (``name``: a host's FQDN)."""
+    return dns.name.Name((_TXT_LABEL, *_absolute(name).labels))
+
+
+def tlsa_name(name: dns.name.Name | str, port: int) -> dns.name.Name:
+    """``_<port>._udp.<name>``, where a pin is."""
+    labels = _TLSA_LABELS.get(port) or (f"_{port}".encode(), b"_udp")
+    return dns.name.Name((*labels, *_absolute(name).labels))
+
+
+def _absolute(name: dns.name.Name | str) -> dns.name.Name:
+    return name if isinstance(name, dns.name.Name) else dns.name.from_text(f"{name}.")
 
 
 def tlsa_pin(rdata: dns.rdtypes.ANY.TLSA.TLSA) -> str | None:

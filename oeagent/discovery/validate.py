@@ -35,7 +35,7 @@ from dns.rdtypes.ANY.DS import DS
 from oeagent.discovery import nsec, nsec3
 from oeagent.discovery.anchors import ALGORITHMS, DIGESTS, Anchors, ds_matches, usable_key
 from oeagent.discovery.nsec import Proof
-from oeagent.resolver import Answer, Resolver, Security, classify
+from oeagent.resolver import Answer, Reply, Resolver, Security, classify
 
 T = dns.rdatatype.RdataType
 
@@ -136,7 +136,7 @@ class Validator:
             return self._fail(qname, qtype, Security.UNREACHABLE, f"{label}: resolver timed out")
         except (OSError, EOFError, dns.exception.DNSException) as exc:
             return self._fail(qname, qtype, Security.UNREACHABLE, f"{label}: {exc}")
-        answer = classify(reply, qname, qtype, ad_trusted=False)
+        answer = classify(Reply.from_message(reply), qname, qtype, ad_trusted=False)
         if answer.security is not Security.INSECURE:  # SERVFAIL etc.: not a DNSSEC verdict
             return _Judged(Security.UNREACHABLE if answer.security is Security.BOGUS
                            else answer.security, answer.reason, answer)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oeagent import keys
+from oeagent import dnswire, keys
 from oeagent.advertisement import Advertisement, AdvertisementError, parse_document
 from oeagent.discovery import records
 from oeagent.discovery.cache import Entry, merge
@@ -123,8 +123,12 @@ def _reply(rcode: int, ad: bool = False, ede: list[int] | None = None) -> dns.me
     ],
 )
 def test_classify(reply: dns.message.Message, trusted: bool, expected: Security) -> None:
-    answer = classify(reply, dns.name.from_text("_oe.peer.example.org."), dns.rdatatype.TXT,
-                      trusted)
+    """The reply as the resolver client reads it off the wire."""
+    qname = dns.name.from_text("_oe.peer.example.org.")
+    parsed = dnswire.parse_reply(reply.to_wire(), dnswire.question_wire(qname, dns.rdatatype.TXT),
+                                 qname)
+    assert parsed is not None
+    answer = classify(parsed, qname, dns.rdatatype.TXT, trusted)
     assert answer.security is expected and answer.empty
 
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from oeagent import names
 
@@ -34,3 +38,22 @@ def test_ip_and_nickname() -> None:
     for bad in ("", "a b", "../x", "-x", "x" * 65, "a;b", "oeagent\n"):
         with pytest.raises(ValueError):
             names.check_nickname(bad)
+
+
+@given(st.ip_addresses().flatmap(lambda a: st.sampled_from(
+    [str(a), a.exploded, str(a).upper()] + ([f"{a}%eth0"] if a.version == 6 else []))))
+def test_every_address_passes_the_quick_check(text: str) -> None:
+    """The shortcut before ``ip_address`` never turns an address away."""
+    assert names.could_be_ip(text)
+    assert names.normalize_ip(text) == str(ipaddress.ip_address(text))
+    with pytest.raises(ValueError):
+        names.normalize_fqdn(text)
+
+
+@given(st.text(max_size=40))
+def test_the_quick_check_agrees_with_ipaddress(text: str) -> None:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return
+    assert names.could_be_ip(text)

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from oeagent import dnswire
 from oeagent import resolver as dnsclient
 from oeagent.resolver import MalformedReply, Resolver, Security
 
@@ -30,7 +31,7 @@ def test_request_is_what_dnspython_renders(rdtype: str) -> None:
     expected = dns.message.make_query(NAME, qtype, want_dnssec=True, payload=1232)
     expected.flags |= dns.flags.RD | dns.flags.AD
     expected.id = 4711
-    assert dnsclient.request_wire(NAME, qtype, 4711) == expected.to_wire()
+    assert dnswire.request_wire(dnswire.question_wire(NAME, qtype), 4711) == expected.to_wire()
 
 
 def _rrsig(owner: dns.name.Name | str, covered: str) -> dns.rrset.RRset:
@@ -55,24 +56,73 @@ def _signed_negative(ede: int | None = None) -> dns.message.Message:
         "peer.example.org.", 60, "IN", "NSEC", "z.example.org. A RRSIG NSEC"))
     reply.additional.append(dns.rrset.from_text("ns.example.org.", 60, "IN", "A", "127.0.0.9"))
     reply.use_edns(0, dns.flags.DO, 1232,
-                   options=[dns.edns.EDEOption(ede)] if ede is not None else [])
+                   options=[dns.edns.EDEOption(ede, "signature expired")]
+                   if ede is not None else [])
     return reply
 
 
+QUESTION = dnswire.question_wire(NAME, dns.rdatatype.TXT)
+
+
+def _read(wire: bytes, question: bytes = QUESTION) -> dnswire.Reply | None:
+    return dnswire.parse_reply(wire, question, NAME)
+
+
+def _same(read: dnswire.Reply | None, message: dns.message.Message) -> bool:
+    """Equal, TTLs included (dnspython's RRset equality ignores them)."""
+    expected = dnswire.Reply.from_message(message)
+    return (read == expected and read is not None
+            and [r.ttl for r in read.answer] == [r.ttl for r in expected.answer])
+
+
 @pytest.mark.parametrize("ede", [None, 9])
-def test_cutting_unread_records_keeps_what_classify_reads(ede: int | None) -> None:
-    reply = _signed_negative(ede)
-    full = dns.message.from_wire(reply.to_wire())
-    cut = dns.message.from_wire(dnsclient._cut_unread(reply.to_wire()))
-    assert cut.id == full.id and cut.flags == full.flags and cut.rcode() == full.rcode()
-    assert cut.question == full.question
-    assert cut.answer == full.answer[:3]  # the RRSIG after the CNAME stays, the last one goes
-    assert [e.code for e in cut.extended_errors()] == [e.code for e in full.extended_errors()]
-    assert cut.authority == [] and cut.edns == 0 and cut.ednsflags & dns.flags.DO
+def test_a_reply_reads_as_dnspython_reads_it(ede: int | None) -> None:
+    wire = _signed_negative(ede).to_wire()
+    full = dns.message.from_wire(wire)
+    read = _read(wire)
+    assert _same(read, full)
+    assert read is not None and [r.rdtype for r in read.answer] == [5, 16]  # no RRSIGs
+    assert read.extended_errors == (((9, "signature expired"),) if ede else ())
     for trusted in (True, False):
-        a = dnsclient.classify(cut, NAME, dns.rdatatype.TXT, trusted)
-        b = dnsclient.classify(full, NAME, dns.rdatatype.TXT, trusted)
+        a = dnsclient.classify(read, NAME, dns.rdatatype.TXT, trusted)
+        b = dnsclient.classify(dnswire.Reply.from_message(full), NAME, dns.rdatatype.TXT,
+                               trusted)
         assert (a.security, a.rrset, a.reason) == (b.security, b.rrset, b.reason)
+        assert a.rrset is not None and a.rrset.name == dns.name.from_text("peer.example.org.")
+
+
+_OWNERS = st.sampled_from([NAME, dns.name.from_text("peer.example.org."),
+                           dns.name.from_text("_OE.peer.EXAMPLE.org."),
+                           dns.name.from_text("other.example.net.")])
+_RECORDS = st.sampled_from([("A", "192.0.2.7"), ("A", "198.51.100.1"), ("AAAA", "2001:db8::1"),
+                            ("TXT", '"v=OE1; mode=enforce"'), ("TXT", '"a" "b"'),
+                            ("CNAME", "peer.example.org."), ("CNAME", "x.example.net."),
+                            ("TLSA", "3 1 1 " + "ab" * 32), ("PTR", "host.example.org."),
+                            ("IPSECKEY", "10 0 2 . AQNRU3mG7TVTO2BkR47usntb102uFJtugbo6BSGvgqt4"
+                                         "AQ=="),
+                            ("RRSIG", None)])
+
+
+@given(answers=st.lists(st.tuples(_OWNERS, _RECORDS, st.integers(0, 2**31 - 1)), max_size=8),
+       rcode=st.sampled_from([0, 2, 3, 5, 16]), edns=st.booleans(),
+       ede=st.lists(st.integers(0, 30), max_size=2), ad=st.booleans())
+def test_any_reply_reads_as_dnspython_reads_it(
+    answers: list[tuple[dns.name.Name, tuple[str, str | None], int]], rcode: int, edns: bool,
+    ede: list[int], ad: bool,
+) -> None:
+    """Differential: whatever dnspython builds, the client reads what dnspython would."""
+    reply = dns.message.make_response(dns.message.make_query(NAME, "TXT", want_dnssec=True))
+    if ad:
+        reply.flags |= dns.flags.AD
+    for owner, (rdtype, text), ttl in answers:
+        rrset = (_rrsig(owner, "TXT") if text is None
+                 else dns.rrset.from_text(owner, ttl, "IN", rdtype, text))
+        reply.answer.append(rrset)
+    if edns or rcode > 15 or ede:
+        reply.use_edns(0, dns.flags.DO, 1232, options=[dns.edns.EDEOption(c) for c in ede])
+    reply.set_rcode(rcode)
+    wire = reply.to_wire()
+    assert _same(_read(wire), dns.message.from_wire(wire))
 
 
 @given(st.integers(min_value=0, max_value=400), st.binary(max_size=8))
@@ -80,19 +130,30 @@ def test_a_damaged_reply_is_refused_never_misread(cut_at: int, junk: bytes) -> N
     wire = _signed_negative().to_wire()
     damaged = wire[:cut_at] + junk
     try:
-        trimmed = dnsclient._cut_unread(damaged)
-    except MalformedReply:
-        return
-    try:
-        message = dns.message.from_wire(trimmed)
-    except dns.exception.DNSException:
+        read = _read(damaged)
+    except (MalformedReply, dns.exception.DNSException):
         return
     try:
         full = dns.message.from_wire(damaged)
     except dns.exception.DNSException:
-        return  # damage past the answer section, which is never read
-    rrsets = [r for r in full.answer if r.rdtype != dns.rdatatype.RRSIG]
-    assert [r for r in message.answer if r.rdtype != dns.rdatatype.RRSIG] == rrsets
+        return  # damage in the authority section, whose records are never read
+    if read is None:  # the damage hit the question: then it asks something else
+        assert (len(full.question) != 1
+                or (full.question[0].name, full.question[0].rdtype) != (NAME, 16))
+    else:
+        assert _same(read, full)
+
+
+def test_the_question_must_be_ours_in_any_letter_case() -> None:
+    reply = _signed_negative().to_wire()
+    upper = reply[:12] + QUESTION[:-4].upper() + reply[12 + len(QUESTION) - 4:]
+    assert _read(upper) is not None  # RFC 4343: names compare without regard to case
+    other_type = dnswire.question_wire(NAME, dns.rdatatype.TLSA)
+    assert _read(reply, other_type) is None
+    other_name = dnswire.question_wire(dns.name.from_text("_oe.peer.example.net."),
+                                       dns.rdatatype.TXT)
+    assert _read(reply, other_name) is None
+    assert _read(reply[:4] + b"\x00\x02" + reply[6:]) is None  # two questions
 
 
 @pytest.fixture

@@ -5,10 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from oeagent.errors import LockError, StateError
 from oeagent.fsio import atomic_write
@@ -66,6 +70,30 @@ def test_json_round_trip_and_corrupt_json(tmp_path: Path) -> None:
     state.current_path.write_text("{half")
     with pytest.raises(StateError, match="not valid JSON"):
         state.read_json(state.current_path)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=12)
+
+
+@given(st.dictionaries(st.text(max_size=5), _JSON, max_size=4), st.integers(0, 3))
+def test_json_with_inline_levels_reads_back_the_same(document: dict[str, Any],
+                                                      inline_below: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        state = StateDir(Path(tmp))
+        state.write_json(state.current_path, document, inline_below=inline_below)
+        assert state.read_json(state.current_path) == document
+
+
+def test_inline_json_puts_one_entry_per_line(tmp_path: Path) -> None:
+    """peers.json: one line per peer, so an operator can grep and diff it."""
+    state = StateDir(tmp_path)
+    peers = {f"p{i}.example": {"status": "none", "reasons": ["a", "b"]} for i in range(3)}
+    state.write_json(state.current_path, {"peers": peers, "version": 1}, inline_below=2)
+    lines = state.current_path.read_text().splitlines()
+    assert lines[2] == '    "p0.example": {"reasons": ["a", "b"], "status": "none"},'
+    assert len(lines) == 8 and lines[-2] == '  "version": 1'
 
 
 def _hold_lock(root: str, ready: multiprocessing.synchronize.Event, seconds: float) -> None:  # type: ignore[name-defined]
