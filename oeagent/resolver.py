@@ -34,10 +34,9 @@ from oeagent.dnswire import MalformedReply, Reply
 
 __all__ = ["Answer", "MalformedReply", "Reply", "Resolver", "Security", "classify", "query"]
 
-# EDE codes (RFC 8914) that mean "DNSSEC validation failed", as opposed to a server problem.
+# EDE codes (RFC 8914) that mean "DNSSEC validation failed", as opposed to a server problem;
+# any other SERVFAIL (EDE 22/23 "no reachable authority" included) is unreachable.
 _DNSSEC_EDE = {1, 2, 5, 6, 7, 8, 9, 10, 11, 12}
-# EDE codes that mean "could not reach the authoritative servers".
-_UNREACHABLE_EDE = {22, 23}
 
 
 class Security(enum.Enum):
