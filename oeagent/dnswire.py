@@ -17,15 +17,20 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dns.flags
-import dns.message
 import dns.name
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+if TYPE_CHECKING:
+    # Only for the hint: not building a Message is this module's point, and importing
+    # dns.message is ~10 ms of every discovery's start-up.
+    import dns.message
 
 _HEADER = struct.Struct("!HHHHHH")
 _RECORD = struct.Struct("!HHIH")  # type, class, TTL, data length

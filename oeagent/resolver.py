@@ -173,7 +173,8 @@ def exchange(resolver: Resolver, qname: dns.name.Name, qtype: dns.rdatatype.Rdat
 
 def _over_tcp(resolver: Resolver, qname: dns.name.Name, qtype: dns.rdatatype.RdataType
               ) -> Reply:
-    import dns.query  # only for this rare case: ~20 ms of everyone's start-up otherwise
+    import dns.message  # only for this rare case: ~30 ms of everyone's start-up otherwise
+    import dns.query
 
     request = dns.message.make_query(qname, qtype, want_dnssec=True, payload=1232)
     request.flags |= dns.flags.RD | dns.flags.AD
