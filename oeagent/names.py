@@ -62,6 +62,12 @@ def normalize_fqdn(name: str) -> str:
     return candidate
 
 
+def address_order(address: str) -> tuple[int, int]:
+    """Sort key for address text: IPv4 before IPv6, each numerically."""
+    ip = ipaddress.ip_address(address)
+    return ip.version, int(ip)
+
+
 def normalize_ip(text: str) -> str:
     """Return the canonical text of an IPv4/IPv6 address, or raise ValueError."""
     if not isinstance(text, str):

@@ -24,6 +24,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from oeagent.names import address_order
+
 # Claims recorded before oeagent kept their age count as the oldest (they were held first).
 BEFORE_RECORDS = dt.datetime.min.replace(tzinfo=dt.UTC)
 _STRENGTH = {"config": 3, "dns": 2, "https": 1}
@@ -91,14 +93,9 @@ def resolve(claims: Iterable[Claim]) -> tuple[dict[str, Claim], list[Conflict]]:
             names[claim.name] = claim
     winners: dict[str, Claim] = {}
     conflicts: list[Conflict] = []
-    for address in sorted(by_address, key=_address_order):
+    for address in sorted(by_address, key=address_order):
         ranked = sorted(by_address[address].values(), key=Claim.order)
         winners[address] = ranked[0]
         if len(ranked) > 1:
             conflicts.append(Conflict(address, ranked[0], tuple(ranked[1:])))
     return winners, conflicts
-
-
-def _address_order(address: str) -> tuple[int, int]:
-    ip = ipaddress.ip_address(address)
-    return ip.version, int(ip)

@@ -286,8 +286,7 @@ def _at_most(addresses: list[str], result: Result) -> tuple[str, ...]:
     policy, so a name with thousands of A records must not become thousands of conns, and a
     resolver rotating the order must not change the decision (and re-apply the policy) on
     every lookup. The lowest ones are kept."""
-    ordered = sorted(dict.fromkeys(addresses), key=lambda a: (ipaddress.ip_address(a).version,
-                                                              ipaddress.ip_address(a)))
+    ordered = sorted(dict.fromkeys(addresses), key=names.address_order)
     if len(ordered) > MAX_ADDRESSES:
         result.reasons.append(f"DNS: {len(ordered)} addresses; only the lowest "
                               f"{MAX_ADDRESSES} are used")
