@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 
@@ -154,6 +155,41 @@ def test_the_question_must_be_ours_in_any_letter_case() -> None:
                                        dns.rdatatype.TXT)
     assert _read(reply, other_name) is None
     assert _read(reply[:4] + b"\x00\x02" + reply[6:]) is None  # two questions
+
+
+def _opt_reply(options: bytes = b"", *, owner: bytes = b"\x00", count: int = 1) -> bytes:
+    """The signed reply with ``options`` as its OPT record's data (dnspython writes the OPT
+    last), the OPT given ``owner`` and written ``count`` times."""
+    base = _signed_negative().to_wire()
+    opt = base[-11:]  # root owner, type 41, class, TTL, no data
+    assert opt[:3] == b"\x00\x00\x29" and opt[-2:] == b"\x00\x00"
+    record = owner + opt[1:-2] + len(options).to_bytes(2, "big") + options
+    arcount = int.from_bytes(base[10:12], "big") + count - 1
+    return base[:10] + arcount.to_bytes(2, "big") + base[12:-11] + record * count
+
+
+def _ede(code: int, text: bytes = b"") -> bytes:
+    return struct.pack("!HHH", 15, 2 + len(text), code) + text
+
+
+def test_extended_dns_errors_are_read_as_rfc_8914_writes_them() -> None:
+    """Other options are skipped, the info code is 16 bits, a NUL ending the text is dropped."""
+    cookie = struct.pack("!HH", 10, 8) + bytes(range(8))
+    read = _read(_opt_reply(cookie + _ede(9, b"signature expired\x00") + _ede(49152)))
+    assert read is not None
+    assert read.extended_errors == ((9, "signature expired"), (49152, ""))
+
+
+@pytest.mark.parametrize("wire", [
+    _opt_reply(struct.pack("!HHB", 15, 1, 0)),
+    _opt_reply(struct.pack("!HHH", 15, 6, 9)),
+    _opt_reply(count=2),
+    _opt_reply(owner=b"\xc0\x0c"),
+], ids=["EDE shorter than its code", "option past the OPT's end", "two OPT records",
+        "OPT not owned by the root"])
+def test_a_broken_opt_record_is_refused(wire: bytes) -> None:
+    with pytest.raises(MalformedReply):
+        _read(wire)
 
 
 @pytest.fixture
