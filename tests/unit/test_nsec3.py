@@ -352,3 +352,26 @@ def test_unknown_hash_algorithm_and_bad_owners() -> None:
     with pytest.raises(nsec3.Unverifiable):
         nsec3.proves_expansion(N("a.wild.n3.example."), 2, _zone_chain(iterations=500),
                                ORIGIN)
+
+
+def test_records_that_are_not_a_sha1_chain_of_the_zone_prove_nothing() -> None:
+    records = _zone_chain()
+    flagged = [dns.rrset.from_rdata(r.name, 300, r[0].replace(flags=2)) for r in records]
+    with pytest.raises(nsec3.Unproven, match=r"ignored: .*\(flags 2, RFC 5155 §8.2\)"):
+        nsec3.denial(N("nope.n3.example."), T.A, flagged, ORIGIN)
+    short_next = dns.rrset.from_rdata(records[0].name, 300, records[0][0].replace(next=bytes(10)))
+    with pytest.raises(nsec3.Unproven, match="next hashed owner of 10 bytes"):
+        nsec3.denial(N("nope.n3.example."), T.A, [short_next, *records[1:]], ORIGIN)
+    short_owner = dns.rrset.from_text("00000000.n3.example.", 300, "IN", "NSEC3",
+                                      f"1 0 0 - {'0' * 32} A")
+    with pytest.raises(nsec3.Unproven, match="the owner is not a SHA-1 hash"):
+        nsec3.denial(N("nope.n3.example."), T.A, [short_owner, *records], ORIGIN)
+    other_zone = dns.rrset.from_text(f"{'0' * 32}.n4.example.", 300, "IN", "NSEC3",
+                                     f"1 0 0 - {'0' * 32} A")
+    with pytest.raises(nsec3.Unproven, match=r"not one label below n3\.example\."):
+        nsec3.denial(N("nope.n3.example."), T.A, [other_zone, *records], ORIGIN)
+
+
+def test_an_answer_signed_for_its_own_name_is_no_expansion() -> None:
+    # RRSIG labels 3 for www.n3.example.: the name itself was signed, nothing to prove.
+    assert not nsec3.proves_expansion(N("www.n3.example."), 3, _zone_chain(), ORIGIN)
