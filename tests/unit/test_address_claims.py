@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,9 +19,10 @@ from hypothesis import strategies as st
 from oeagent import keys
 from oeagent.advertisement import Advertisement
 from oeagent.discovery import claims
-from oeagent.discovery.cache import Decision, Entry, merge
+from oeagent.discovery.cache import Decision, Entry, PeerCache, merge
 from oeagent.discovery.lookup import Discoverer, Result
 from oeagent.policy import model, render
+from oeagent.state import StateDir
 from tests.integration.oe_peers import ipseckey_rdata
 from tests.unit.test_discovery_units import _discoverer, _fake_dns
 
@@ -176,6 +179,47 @@ def test_a_cache_written_before_claims_were_dated_loads_its_claims_as_the_oldest
     signed = merge(None, authenticated(EVIL, "dns", (SHARED,)), NOW).decision
     assert conns(build([loaded, signed])) == [(EVIL, SHARED, "enforce")]
 
+
+
+def test_a_names_strongest_claim_stands_for_it_whatever_the_order() -> None:
+    weak = claims.Claim(BANK, SHARED, "https", NOW)
+    strong = claims.Claim(BANK, SHARED, "config", NOW)
+    rival = claims.Claim(EVIL, SHARED, "dns", NOW - dt.timedelta(days=1))
+    for order in itertools.permutations([weak, strong, rival]):
+        winners, conflicts = claims.resolve(order)
+        assert winners[SHARED] == strong
+        assert [(c.kept, c.lost) for c in conflicts] == [(strong, (rival,))]
+
+
+def test_an_address_is_one_address_however_written_and_conflicts_come_in_address_order() -> None:
+    found = [claims.Claim(name, address, "dns", NOW)
+             for name, address in [(BANK, "2001:db8::7"), (EVIL, "2001:DB8:0::7"),
+                                   (BANK, "10.0.0.2"), (EVIL, "10.0.0.2"),
+                                   (BANK, "9.0.0.1"), (EVIL, "9.0.0.1")]]
+    winners, conflicts = claims.resolve(found)
+    assert list(winners) == ["9.0.0.1", "10.0.0.2", "2001:db8::7"]
+    assert [c.address for c in conflicts] == ["9.0.0.1", "10.0.0.2", "2001:db8::7"]
+
+
+def test_an_address_peer_that_now_names_another_host_starts_a_new_claim() -> None:
+    entry = merge(None, dataclasses.replace(authenticated(BANK, "dns", (SHARED,)), peer=SHARED),
+                  NOW)
+    later = NOW + dt.timedelta(hours=1)
+    entry = merge(entry, dataclasses.replace(authenticated(EVIL, "dns", (SHARED,)), peer=SHARED),
+                  later)
+    assert entry.decision.since == {SHARED: later}
+
+
+def test_a_change_of_proof_alone_reapplies_the_policy(tmp_path: Path) -> None:
+    """The proof decides contested addresses, so the installed policy depends on it."""
+    state = StateDir(tmp_path)
+    state.ensure()
+    cache = PeerCache(state)
+    cache.update(authenticated(BANK, "dns", (SHARED,)), NOW)
+    cache.record_installed(cache.effective_keys(NOW), None)
+    later = NOW + dt.timedelta(hours=1)
+    assert cache.update(authenticated(BANK, "https", (SHARED,)), later)[1]
+    assert cache.changed(later) == [BANK]
 
 # ---- property: no address in two peer conns ------------------------------------------------
 
