@@ -46,7 +46,7 @@ def test_every_address_passes_the_quick_check(text: str) -> None:
     """The shortcut before ``ip_address`` never turns an address away."""
     assert names.could_be_ip(text)
     assert names.normalize_ip(text) == str(ipaddress.ip_address(text))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is an IP address, not a host name"):
         names.normalize_fqdn(text)
 
 

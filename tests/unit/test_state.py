@@ -89,11 +89,13 @@ def test_json_with_inline_levels_reads_back_the_same(document: dict[str, Any],
 def test_inline_json_puts_one_entry_per_line(tmp_path: Path) -> None:
     """peers.json: one line per peer, so an operator can grep and diff it."""
     state = StateDir(tmp_path)
-    peers = {f"p{i}.example": {"status": "none", "reasons": ["a", "b"]} for i in range(3)}
-    state.write_json(state.current_path, {"peers": peers, "version": 1}, inline_below=2)
+    peers = {f"p{i}.example": {"status": "none", "reasons": ["a", "b"]} for i in (2, 1, 0)}
+    state.write_json(state.current_path, {"version": 1, "peers": peers, "installed": {}},
+                     inline_below=2)
     lines = state.current_path.read_text().splitlines()
-    assert lines[2] == '    "p0.example": {"reasons": ["a", "b"], "status": "none"},'
-    assert len(lines) == 8 and lines[-2] == '  "version": 1'
+    assert lines[1] == '  "installed": {},'
+    assert lines[3] == '    "p0.example": {"reasons": ["a", "b"], "status": "none"},'
+    assert len(lines) == 9 and lines[-2] == '  "version": 1'
 
 
 def _hold_lock(root: str, ready: multiprocessing.synchronize.Event, seconds: float) -> None:  # type: ignore[name-defined]
