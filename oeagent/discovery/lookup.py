@@ -130,16 +130,16 @@ class Discoverer:
             except ValueError as exc:
                 result.reasons.append(f"{reverse}: PTR ignored: {exc}")
                 continue
-            forward = self._addresses(candidate, result, secure_only=True)
+            forward = self._signed_addresses(candidate, result)
             if address in forward:
                 result.fqdn = candidate
                 return self._lookup_name(result, now, reverse=reverse)
             result.reasons.append(f"{candidate} does not map back to {address} (signed)")
         return result
 
-    def _addresses(self, fqdn: str, result: Result, secure_only: bool = False) -> list[str]:
-        name = dns.name.from_text(f"{fqdn}.")
-        return [a for a, secure in self._resolve(name, result) if secure or not secure_only]
+    def _signed_addresses(self, fqdn: str, result: Result) -> list[str]:
+        return [a for a, secure in self._resolve(dns.name.from_text(f"{fqdn}."), result)
+                if secure]
 
     def _resolve(self, name: dns.name.Name, result: Result) -> list[tuple[str, bool]]:
         """The name's A and AAAA addresses, each with whether it is DNSSEC-secure."""
