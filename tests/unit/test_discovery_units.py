@@ -268,9 +268,10 @@ def test_address_peer_needs_a_signed_ptr_that_maps_back(monkeypatch: pytest.Monk
     result = _discoverer().lookup("192.0.2.7", NOW)
     assert result.status == "none" and "no DNSSEC-signed PTR" in result.reasons[0]
 
-    _fake_dns(monkeypatch, {**signed, (f"{HOST}.", "A"): ("secure", ["192.0.2.8"])})
-    result = _discoverer().lookup("192.0.2.7", NOW)
-    assert result.status == "none" and "does not map back" in result.reasons[0]
+    for forward in (("secure", ["192.0.2.8"]), ("insecure", ["192.0.2.7"])):
+        _fake_dns(monkeypatch, {**signed, (f"{HOST}.", "A"): forward})
+        result = _discoverer().lookup("192.0.2.7", NOW)
+        assert result.status == "none" and "does not map back" in result.reasons[0]
 
     _fake_dns(monkeypatch, {**signed, (reverse, "PTR"): ("bogus", [])})
     assert _discoverer().lookup("192.0.2.7", NOW).status == "bogus"
