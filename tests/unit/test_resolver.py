@@ -192,6 +192,45 @@ def test_a_broken_opt_record_is_refused(wire: bytes) -> None:
         _read(wire)
 
 
+def test_a_missing_record_names_only_the_records_off_the_cname_chain() -> None:
+    reply = dns.message.make_response(dns.message.make_query(NAME, "TXT"))
+    reply.answer.append(dns.rrset.from_text(NAME, 60, "IN", "CNAME", "peer.example.org."))
+    reply.answer.append(dns.rrset.from_text("peer.example.org.", 60, "IN", "A", "192.0.2.7"))
+    reply.answer.append(dns.rrset.from_text("other.example.net.", 60, "IN", "TXT", '"x"'))
+    read = _read(reply.to_wire())
+    assert read is not None
+    answer = dnsclient.classify(read, NAME, dns.rdatatype.TXT, True)
+    assert answer.rrset is None
+    assert answer.reason.endswith(
+        f"no such record; ignored TXT other.example.net. (not on the CNAME chain from {NAME})")
+
+
+def test_a_reply_from_another_port_is_ignored() -> None:
+    """An off-path spoofer must guess the resolver's address and port too, not just the ID."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    spoofer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    spoofer.bind(("127.0.0.1", 0))
+
+    def serve() -> None:
+        data, client = sock.recvfrom(4096)
+        forged = dns.message.from_wire(_answer(data))
+        forged.answer[0] = dns.rrset.from_text(NAME, 60, "IN", "TXT", '"forged"')
+        spoofer.sendto(forged.to_wire(), client)
+        sock.sendto(_answer(data), client)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        answer = dnsclient.query(Resolver("127.0.0.1", sock.getsockname()[1], timeout=2),
+                                 NAME, "TXT")
+    finally:
+        thread.join(3)
+        sock.close()
+        spoofer.close()
+    assert answer.values == frozenset({'"v=OE1; mode=none"'})
+
+
 @pytest.fixture
 def server() -> Iterator[Callable[[Callable[[bytes], list[bytes]]], Resolver]]:
     """A UDP responder on loopback: ``handler(query) -> datagrams to send back``."""
