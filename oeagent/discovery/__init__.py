@@ -207,15 +207,16 @@ def refresh_due_peers(cfg: Config, now: dt.datetime | None = None) -> bool:
     now = now or dt.datetime.now(dt.UTC)
     state = StateDir(cfg.state_dir)
     with state.lock(cfg.lock_timeout):
-        due = PeerCache(state).due(now, timing(cfg))
-    results = (lookup_all(Discoverer(cfg.discovery), due, now, cfg.discovery.concurrency)
-               if due else [])
+        cache = PeerCache(state)
+        due = cache.due(now, timing(cfg))
+        if not due:  # most runs: an expiry, or nothing; no second read of peers.json
+            return bool(cache.changed(now))
+    results = lookup_all(Discoverer(cfg.discovery), due, now, cfg.discovery.concurrency)
     with state.lock(cfg.lock_timeout):
         cache = PeerCache(state)
         for result in results:
             cache.update(result, now)
-        if results:
-            cache.save()
+        cache.save()
         return bool(cache.changed(now))
 
 
