@@ -61,11 +61,12 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
         users = cert_conns(status, nickname)
         if users and (has_group_instances(status) or has_states(status, users)):
             _replace(ctlsocket, users, ipsec_dir, config, removed, timeout)
-            # Said plainly: replacing ends these conns' SAs, a reread would not have.
-            verb = "deleted" if removed else "replaced"
-            return (f"{verb} the conns using it ({', '.join(users)}; their SAs ended, peers "
-                    f"negotiate again) instead of --rereadcerts, which crashes pluto 4.10 "
-                    f"with OE instances or SAs up")
+            # Said plainly: replacing ends these conns' SAs, a reread would not have; deleted
+            # conns are not added again, so nobody negotiates them again.
+            what = ("deleted the conns using it ({}; their SAs ended)" if removed else
+                    "replaced the conns using it ({}; their SAs ended, peers negotiate again)")
+            return (f"{what.format(', '.join(users))} instead of --rereadcerts, which crashes "
+                    "pluto 4.10 with OE instances or SAs up")
     result = proc.run(
         ["ipsec", "whack", "--ctlsocket", str(ctlsocket), "--rereadcerts"],
         check=False,
