@@ -61,11 +61,12 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
         users = cert_conns(status, nickname)
         if users and (has_group_instances(status) or has_states(status, users)):
             _replace(ctlsocket, users, ipsec_dir, config, removed, timeout)
-            # Said plainly: replacing ends these conns' SAs, a reread would not have.
-            verb = "deleted" if removed else "replaced"
-            return (f"{verb} the conns using it ({', '.join(users)}; their SAs ended, peers "
-                    f"negotiate again) instead of --rereadcerts, which crashes pluto 4.10 "
-                    f"with OE instances or SAs up")
+            # Said plainly: replacing ends these conns' SAs, a reread would not have; deleted
+            # conns are not added again, so nobody negotiates them again.
+            what = ("deleted the conns using it ({}; their SAs ended)" if removed else
+                    "replaced the conns using it ({}; their SAs ended, peers negotiate again)")
+            return (f"{what.format(', '.join(users))} instead of --rereadcerts, which crashes "
+                    "pluto 4.10 with OE instances or SAs up")
     result = proc.run(
         ["ipsec", "whack", "--ctlsocket", str(ctlsocket), "--rereadcerts"],
         check=False,
@@ -78,8 +79,14 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
     if any(marker in output for marker in _NOT_RUNNING):
         log.info("pluto is not running (%s)", ctlsocket)
         return None
-    detail = output.splitlines()[-1] if output else f"exit status {result.returncode}"
+    detail = _last_line(output, f"exit status {result.returncode}")
     raise PlutoError(f"pluto failed to reload its certificates: {detail}")
+
+
+def _last_line(output: str, fallback: str) -> str:
+    """What a tool said last (its reason), or ``fallback`` when it said nothing."""
+    lines = output.strip().splitlines()
+    return lines[-1] if lines else fallback
 
 
 def _whack(ctlsocket: Path, args: list[str], timeout: float) -> str | None:
@@ -169,9 +176,8 @@ def _replace(ctlsocket: Path, conns: list[str], ipsec_dir: Path | None,
     status = _whack(ctlsocket, ["--status"], timeout) or ""
     missing = [c for c in conns if f'"{c}"' not in status]
     if missing:
-        said = "\n".join(outputs).strip()
-        raise PlutoError(f"pluto did not load {', '.join(missing)} again: "
-                         f"{said.splitlines()[-1] if said else 'see its log'}")
+        said = _last_line("\n".join(outputs), "see its log")
+        raise PlutoError(f"pluto did not load {', '.join(missing)} again: {said}")
     log.info("pluto: replaced %s to load the new certificate", ", ".join(conns))
 
 
@@ -181,7 +187,7 @@ def _addconn(ctlsocket: Path, config: Path, conns: list[str], timeout: float) ->
                       str(config), *conns], check=False, timeout=timeout)
     output = (added.stdout + added.stderr).strip()
     if added.returncode != 0:
-        detail = output.splitlines()[-1] if output else f"exit status {added.returncode}"
+        detail = _last_line(output, f"exit status {added.returncode}")
         raise PlutoError(f"pluto refused {', '.join(conns)} with the new certificate: {detail}")
     return output
 
@@ -202,8 +208,7 @@ def _listed(config: Path, timeout: float) -> _Listed:
         done = proc.run(["ipsec", "addconn", "--config", str(config), f"--list{which}"],
                         check=False, timeout=timeout)
         if done.returncode != 0:
-            said = (done.stdout + done.stderr).strip()
-            raise PlutoError(f"cannot read pluto.config {config}: "
-                             f"{said.splitlines()[-1] if said else f'exit {done.returncode}'}")
+            said = _last_line(done.stdout + done.stderr, f"exit {done.returncode}")
+            raise PlutoError(f"cannot read pluto.config {config}: {said}")
         found[which] = frozenset(done.stdout.split())
     return _Listed(found["all"], found["route"], found["start"])

@@ -36,16 +36,18 @@ def add_trust_anchor(
 
     A certificate already present under another nickname keeps that nickname (NSS
     files by subject); only its trust is set. ``contents``: the database as just read
-    (``NssDatabase.contents``), which answers whether it is there without asking certutil.
+    (``NssDatabase.contents``), which answers whether it is there; read here otherwise.
     """
     if not is_ca(cert):
         raise NssError(
             f"refusing to add {cert.subject.rfc4514_string() or 'a certificate'} as a trust "
             "anchor: it is not a CA certificate (basicConstraints CA:TRUE is missing)"
         )
-    present = db.nickname_of(cert) if contents is None else contents.nickname_of(cert)
+    if contents is None:
+        contents = db.contents()
+    present = contents.nickname_of(cert)
     if present is not None:
-        before = db.trust(present) if contents is None else contents.trust(present)
+        before = contents.trust(present)
         if all(trusted_ca(t) for t in before):
             return False
         # certutil -A on a certificate already present sets the trust of exactly that

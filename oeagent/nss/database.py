@@ -187,11 +187,6 @@ class NssDatabase:
     def key_ids(self) -> set[str]:
         return {k.key_id for k in self.keys()}
 
-    def all_certificates(self) -> dict[str, list[x509.Certificate]]:
-        """Every certificate by nickname (one certutil call per nickname)."""
-        nicknames = dict.fromkeys(e.nickname for e in self.list_certificates())
-        return {nick: self.certificates(nick) for nick in nicknames}
-
     def contents(self) -> Contents:
         """Everything ``certutil -L`` lists, each nickname's certificates read once (up to
         four at a time: they are independent questions, each a process)."""
@@ -212,16 +207,8 @@ class NssDatabase:
 
     def orphan_keys(self) -> list[KeyEntry]:
         """Private keys that no certificate in the database belongs to (certutil -D leftovers)."""
-        owned = {key_id(c) for certs in self.all_certificates().values() for c in certs}
+        owned = {key_id(c) for certs in self.contents().certificates.values() for c in certs}
         return [k for k in self.keys() if k.key_id not in owned]
-
-    def nickname_of(self, cert: x509.Certificate) -> str | None:
-        """The nickname ``cert`` is filed under (matched by fingerprint), or None."""
-        wanted = fingerprint(cert)
-        for nick in dict.fromkeys(e.nickname for e in self.list_certificates()):
-            if any(fingerprint(c) == wanted for c in self.certificates(nick)):
-                return nick
-        return None
 
     # -- trust anchors (oeagent.nss.anchors) -------------------------------------------
 

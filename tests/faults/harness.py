@@ -213,12 +213,14 @@ def new_host(lab: Lab, root: Path, zone: str = "oe.test", publish: bool = True) 
     return host
 
 
-def run(host: Host, *args: str, timeout: float = 120, config: Path | None = None) -> Run:
+def run(host: Host, *args: str, timeout: float = 120, config: Path | None = None,
+        env: dict[str, str] | None = None) -> Run:
+    """Run oeagent ``args`` with ``--json --debug``; ``env`` replaces ``ENV`` (a faked clock)."""
     argv = [sys.executable, "-m", "oeagent", "--config", str(config or host.config_path),
             "--json", "--debug", *args]
     began = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                          env=ENV)
+                          env=ENV if env is None else env)
     if os.environ.get("FAULTS_TRACE"):
         print(f"{time.monotonic() - began:6.2f}s exit {proc.returncode} {' '.join(args)}: "
               f"{json.loads(proc.stdout).get('error') if proc.stdout.startswith('{') else ''}")

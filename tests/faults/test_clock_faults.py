@@ -86,13 +86,7 @@ def faked(offset: str) -> dict[str, str]:
 def run_at(host: Host, offset: str, *args: str) -> Run:
     """``run()`` with oeagent's clock moved by ``offset`` (libfaketime: +84h, +6d, -400d;
     one unit only, "+3d12h" is not understood)."""
-    argv = [sys.executable, "-m", "oeagent", "--config", str(host.config_path), "--json",
-            "--debug", *args]
-    began = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
-                          env=faked(offset))
-    doc = json.loads(proc.stdout) if proc.stdout.startswith("{") else {}
-    return Run(argv, proc.returncode, doc, proc.stdout, proc.stderr, time.monotonic() - began)
+    return run(host, *args, env=faked(offset))
 
 
 def steps(result: Run) -> list[str]:

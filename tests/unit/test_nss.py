@@ -142,7 +142,7 @@ class Snapshot:
 def snapshot(db: NssDatabase) -> Snapshot:
     return Snapshot(
         sorted(db.list_certificates(), key=repr),
-        {n: sorted(fingerprint(c) for c in cs) for n, cs in db.all_certificates().items()},
+        {n: sorted(fingerprint(c) for c in cs) for n, cs in db.contents().certificates.items()},
         sorted(db.keys(), key=repr),
     )
 

@@ -82,3 +82,19 @@ def test_operator_config_lists_conns_as_addconn_reads_them(tmp_path: Path) -> No
     assert listed.start == {"tunnel"}
     with pytest.raises(PlutoError, match=r"cannot read pluto.config .*nope.conf"):
         pluto._listed(tmp_path / "nope.conf", 30)
+
+
+@pytest.mark.parametrize("removed", [False, True])
+def test_report_says_what_replacing_did(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, removed: bool) -> None:
+    """Deleted conns (the certificate is gone) are not added again: the report must not
+    promise that peers negotiate again."""
+    path = tmp_path / "pluto.ctl"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        monkeypatch.setattr(pluto, "_whack", lambda *_: STATUS_4_10)
+        monkeypatch.setattr(pluto, "_replace", lambda *_: None)
+        said = pluto.reread_certs(path, nickname="oeagent", removed=removed)
+    assert said is not None and "(oeagent-responder; their SAs ended" in said
+    assert said.startswith("deleted" if removed else "replaced")
+    assert ("negotiate again" in said) is not removed
