@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.common import emit, provenance  # noqa: E402
-from bench.startup import rotation, table_rows  # noqa: E402
+from bench.startup import acme_free, rotation, startup_table  # noqa: E402
 from lab import Lab  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -262,13 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Start-up in the same run, {runs} runs of each command in rotation, medians (same "
         "interpreter).",
         "",
-        "| command | wall (median) | min-max | vs `python -c pass` | beyond it | heavy imports |",
-        "|---|---:|---:|---:|---:|---|",
-        *table_rows(times, heavy, "`python -c pass`"),
+        *startup_table(times, heavy, "`python -c pass`"),
         "",
         "- the ACME stack (acme, josepy, requests) is imported by neither: "
-        + ("**yes**" if not any(set(h) & {"acme", "josepy", "requests"} for h in heavy.values())
-           else "**no**"),
+        + ("**yes**" if acme_free(heavy) else "**no**"),
         "",
         *provenance(command, load[0], when),
         f"- versions: Python {platform.python_version()}",

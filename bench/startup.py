@@ -35,6 +35,7 @@ from bench.common import emit, provenance  # noqa: E402
 from lab import Lab  # noqa: E402
 
 HEAVY = ("acme", "josepy", "requests", "urllib3", "dns", "cryptography", "schedule")
+ACME_STACK = {"acme", "josepy", "requests"}
 
 
 def log(message: str) -> None:
@@ -71,11 +72,15 @@ def rotation(commands: dict[str, list[str]], runs: int, env: dict[str, str],
     return times, {label: imported(argv_, env) for label, argv_ in commands.items()}
 
 
-def table_rows(times: dict[str, list[float]], heavy: dict[str, list[str]], base_label: str,
-               ) -> list[str]:
-    """The Markdown rows: median, min-max, ratio to and time beyond ``base_label``."""
+def startup_table(times: dict[str, list[float]], heavy: dict[str, list[str]], base_label: str,
+                  ) -> list[str]:
+    """The Markdown table: per command its median, min-max, ratio to and time beyond
+    ``base_label``, and its heavy imports."""
     base = statistics.median(times[base_label])
-    rows = []
+    rows = [
+        f"| command | wall (median) | min-max | vs {base_label} | beyond it | heavy imports |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for label, samples in times.items():
         med = statistics.median(samples)
         rows.append(
@@ -83,6 +88,11 @@ def table_rows(times: dict[str, list[float]], heavy: dict[str, list[str]], base_
             f"{max(samples) * 1000:.0f} ms | {med / base:.1f}x | +{(med - base) * 1000:.0f} ms |"
             f" {', '.join(heavy[label]) or 'none'} |")
     return rows
+
+
+def acme_free(heavy: dict[str, list[str]]) -> bool:
+    """No command imported the ACME stack."""
+    return not any(set(h) & ACME_STACK for h in heavy.values())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,17 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     lines = [
         f"Start-up, {runs} runs of each command in rotation, medians (same interpreter).", "",
-        "| command | wall (median) | min-max | vs `python -c pass` | beyond it | heavy imports |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    lines += table_rows(times, heavy, "`python -c pass`")
-    acme_free = not any(set(heavy[label]) & {"acme", "josepy", "requests"}
-                        for label in commands)
-    lines += [
+        *startup_table(times, heavy, "`python -c pass`"),
         "",
         f"- the ACME stack (acme, josepy, requests) is imported by neither: "
-        f"{'**yes**' if acme_free else '**no**'} (`tests/unit/test_startup_imports.py` keeps "
-        "it so)",
+        f"{'**yes**' if acme_free(heavy) else '**no**'} (`tests/unit/test_startup_imports.py` "
+        "keeps it so)",
         "",
         *provenance(command, load[0], when),
         f"- versions: Python {platform.python_version()}",

@@ -21,8 +21,6 @@ from oeagent.report import Reporter
 
 __all__ = ["build_parser", "main"]
 
-log = logging.getLogger("oeagent")
-
 
 def _configure_logging(debug: bool) -> None:
     logging.basicConfig(

@@ -144,13 +144,14 @@ def _apply(cfg: Config, state: StateDir, reporter: Reporter, dry_run: bool,
         reporter.step("diff", text or "no change", diff=text)
         return {**summary, "dry_run": True, "diff": text}
     running = install.pluto_running(cfg.pluto.ctlsocket)
-    held = _held(state, current)
+    record = state.read_json(_loaded_path(state))
+    held = _held(record, current)
     if not changed:
         if running:
             return _converge(cfg, state, reporter, held, target, summary)
         reporter.step("policy", f"{ipsec_dir} already holds this policy; nothing to do")
         return summary
-    if running and state.read_json(_loaded_path(state)) is None:
+    if running and record is None:
         # What pluto holds must be on record before the files change: a run killed between
         # writing and loading leaves the record behind, and the next run loads the difference.
         _remember(state, held)
@@ -230,10 +231,11 @@ def _loaded_path(state: StateDir) -> Path:
     return state.root / "policy-backup" / "loaded.json"
 
 
-def _held(state: StateDir, current: dict[str, str | None]) -> dict[str, str | None]:
-    """The policy files pluto was last brought to (recorded after every load), else the files
-    on disk. An empty record means unknown: every conn is reloaded."""
-    record = state.read_json(_loaded_path(state))
+def _held(record: dict[str, Any] | None, current: dict[str, str | None]
+          ) -> dict[str, str | None]:
+    """The policy files pluto was last brought to (``record``, loaded.json: written after
+    every load), else the files on disk. An empty record means unknown: every conn is
+    reloaded."""
     files = record.get("files") if record else None
     if isinstance(files, dict) and all(isinstance(v, str | None) for v in files.values()):
         return files

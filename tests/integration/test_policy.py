@@ -154,6 +154,18 @@ def _enrolled(node: Pluto, database: str | None = None) -> None:
                      {"database": database or node.nss_database, "nickname": "oeagent"})
 
 
+def _responder(server: Pluto, name: str, *others: Pluto) -> None:
+    """``server`` enrolled as ``name`` with a scratch CA's certificate, which it and
+    ``others`` trust; every pluto started."""
+    ca = ScratchCA.create(server.dir / "ca")
+    _, key_path, cert = ca.issue(name)
+    for node in (server, *others):
+        _trust_root(node, ca.root_pem)
+        node.start()
+    _import_identity(server, key_path, cert)
+    _enrolled(server)
+
+
 def _policy_cli(node: Pluto, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`oeagent policy` run inside the node's namespace, as it runs next to a real pluto."""
     return subprocess.run(
@@ -190,13 +202,7 @@ def test_generated_policy_loads_into_real_pluto(lab: Lab) -> None:
     """Three hosts in namespaces: an enrolled server, a client that discovered it, and a
     client that knows nothing. The policy oeagent writes is what pluto runs."""
     with plutos("server", "client", "plain") as (server, client, plain):
-        ca = ScratchCA.create(server.dir / "ca")
-        _, key_path, cert = ca.issue("server.oe.test")
-        for node in (server, client, plain):
-            _trust_root(node, ca.root_pem)
-            node.start()
-        _import_identity(server, key_path, cert)
-        _enrolled(server)
+        _responder(server, "server.oe.test", client, plain)
         server_cfg = _node_config(lab, server, {"host.names": ["server.oe.test"]})
         client_cfg = _node_config(lab, client, {})
         remember_peer(client.dir / "state", "server.oe.test", server.host.address)
@@ -260,13 +266,7 @@ def test_enforce_peer_refuses_a_valid_certificate_for_another_name(lab: Lab) -> 
     is closed: the per-peer conn wants @server.oe.test, and a certificate that chains to a
     trusted root but names someone else is refused; traffic to the peer never goes clear."""
     with plutos("impostor", "client") as (server, client):
-        ca = ScratchCA.create(server.dir / "ca")
-        _, key_path, cert = ca.issue("impostor.oe.test")
-        for node in (server, client):
-            _trust_root(node, ca.root_pem)
-            node.start()
-        _import_identity(server, key_path, cert)
-        _enrolled(server)
+        _responder(server, "impostor.oe.test", client)
         assert _policy_cli(server, _node_config(lab, server, {"host.names": ["impostor.oe.test"]})
                            ).returncode == 0
         remember_peer(client.dir / "state", "server.oe.test", server.host.address)

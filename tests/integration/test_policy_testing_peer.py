@@ -20,13 +20,10 @@ import pytest
 from lab import Lab
 from lab.netns import Host
 from oeagent.policy import render
-from tests.integration.oe_peers import ScratchCA
 from tests.integration.test_policy import (
-    _enrolled,
-    _import_identity,
     _node_config,
     _policy_cli,
-    _trust_root,
+    _responder,
     _wait_for,
     plutos,
     remember_peer,
@@ -104,13 +101,7 @@ def test_a_testing_peer_that_speaks_ike_is_authenticated_by_name(lab: Lab) -> No
     """The group form still binds the name: the testing peer's certificate is checked
     against @fqdn, as for an enforce peer."""
     with plutos("server", "client") as (server, client):
-        ca = ScratchCA.create(server.dir / "ca")
-        _, key_path, cert = ca.issue("server.oe.test")
-        for node in (server, client):
-            _trust_root(node, ca.root_pem)
-            node.start()
-        _import_identity(server, key_path, cert)
-        _enrolled(server)
+        _responder(server, "server.oe.test", client)
         assert _policy_cli(server, _node_config(lab, server, {"host.names": ["server.oe.test"]})
                            ).returncode == 0
         remember_peer(client.dir / "state", "server.oe.test", server.host.address, "testing")

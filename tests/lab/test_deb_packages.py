@@ -53,26 +53,20 @@ def _on_every_debian(package: str) -> bool:
     """Essential or Priority: required packages are in even a minimal (minbase) system."""
     found = subprocess.run(["dpkg-query", "-W", "-f=${Essential} ${Priority}", package],
                            capture_output=True, text=True, check=False)
-    return found.stdout.split() in (["yes", "required"], ["no", "required"]) or \
-        found.stdout.startswith("yes")
+    essential, _, priority = found.stdout.partition(" ")
+    return essential == "yes" or priority == "required"
 
 
 @pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="not a Debian system")
 def test_every_program_the_project_runs_is_installed_by_make_deps() -> None:
     listed = _deb_packages()
+    found: dict[str, str | None] = {p: shutil.which(p) for p in PROGRAMS}
+    found |= {pattern: next(iter(sorted(glob.glob(pattern))), None) for pattern in LIBRARIES}
     problems = []
-    for program in PROGRAMS:
-        path = shutil.which(program)
+    for what, path in found.items():
         if path is None:
-            problems.append(f"{program}: not installed (is its package in DEB_PACKAGES?)")
-            continue
-        package = _owner(str(Path(path).resolve()) if "/" in path else path)
-        if package not in listed and not _on_every_debian(package):
-            problems.append(f"{program}: from package {package}, which DEB_PACKAGES lacks")
-    for pattern in LIBRARIES:
-        found = sorted(glob.glob(pattern))
-        if not found:
-            problems.append(f"{pattern}: not installed (is its package in DEB_PACKAGES?)")
-        elif (package := _owner(found[0])) not in listed and not _on_every_debian(package):
-            problems.append(f"{pattern}: from package {package}, which DEB_PACKAGES lacks")
+            problems.append(f"{what}: not installed (is its package in DEB_PACKAGES?)")
+        elif (package := _owner(str(Path(path).resolve()))) not in listed and \
+                not _on_every_debian(package):
+            problems.append(f"{what}: from package {package}, which DEB_PACKAGES lacks")
     assert not problems, "\n".join(problems)
