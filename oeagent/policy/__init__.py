@@ -62,7 +62,6 @@ def _never_locked_out(cfg: Config, notes: list[str]) -> list[str]:
     return [a for a in dict.fromkeys(addresses) if not ipaddress.ip_address(a).is_loopback]
 
 
-
 def _has_ipv6_default_route() -> bool:
     """IPv6 conns need ``%defaultroute`` to resolve to an IPv6 address (checked where oeagent
     runs, which must be pluto's network namespace)."""
@@ -249,7 +248,6 @@ def _remember(state: StateDir, files: dict[str, str | None]) -> None:
 def _strip(files: dict[str, str] | dict[str, str | None]) -> dict[str, str | None]:
     return {name: (text.split("\n", 1)[1] if name == render.CONF and text else text)
             for name, text in files.items()}
-
 
 
 def refresh(cfg: Config, reporter: Reporter, now: dt.datetime | None = None) -> bool:
