@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from oeagent.errors import ChallengeError, DnsUpdateError
 from oeagent.keys import generate_key
 from oeagent.report import Reporter
 from oeagent.state import StateDir
+from tests.integration.publish_support import fresh_name
 
 pytestmark = pytest.mark.lab
 
@@ -58,23 +60,27 @@ def _bogus_secret(tmp_path: Path) -> Path:
 
 
 def test_dns01_issuance_cleans_up(lab: Lab, make_lab_config: Callable[..., Path]) -> None:
-    cfg = _dns_config(make_lab_config)
+    # A name never validated before: Pebble sometimes reuses a valid authorization despite
+    # PEBBLE_AUTHZREUSE=0, and then no TXT is published at all.
+    name = fresh_name(lab)
+    cfg = _dns_config(make_lab_config, **{"host.names": [name]})
     reporter = Reporter(as_json=True)
     _issue(cfg, reporter)
     steps = [(s.name, s.message) for s in reporter.steps]
     assert any(n == "challenge" and "answers TXT" in m for n, m in steps)
     assert any(n == "cleanup" and "removed" in m for n, m in steps)
-    assert _eventually(lab, set()) == set()
+    assert _eventually(lab, set(), f"_acme-challenge.{name}") == set()
 
 
 def test_zone_is_found_by_soa_walk(lab: Lab, make_lab_config: Callable[..., Path]) -> None:
-    cfg = _dns_config(make_lab_config, **{"challenge.dns.zone": None,
-                                          "host.names": ["deep.sub.oe.test"]})
+    # A name of its own (see test_dns01_issuance_cleans_up), two labels below the zone.
+    name = f"deep-{uuid.uuid4().hex[:8]}.sub.oe.test"
+    cfg = _dns_config(make_lab_config, **{"challenge.dns.zone": None, "host.names": [name]})
     reporter = Reporter(as_json=True)
     _issue(cfg, reporter)
     published = [s for s in reporter.steps if s.name == "challenge" and "zone" in s.data]
     assert published[0].data["zone"] == "oe.test"
-    assert _eventually(lab, set(), "_acme-challenge.deep.sub.oe.test") == set()
+    assert _eventually(lab, set(), f"_acme-challenge.{name}") == set()
 
 
 def test_failure_after_publishing_removes_only_our_values(
