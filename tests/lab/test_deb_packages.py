@@ -70,3 +70,12 @@ def test_every_program_the_project_runs_is_installed_by_make_deps() -> None:
                 not _on_every_debian(package):
             problems.append(f"{what}: from package {package}, which DEB_PACKAGES lacks")
     assert not problems, "\n".join(problems)
+
+
+def test_readme_names_the_packages_make_deps_installs() -> None:
+    # The README's "two commands" section tells a newcomer what will be installed; it once
+    # lacked libfaketime after the Makefile gained it.
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"Both install the Debian packages they need \(`([^`]*)`", text)
+    assert match, "README no longer lists the Debian packages `make deps` installs"
+    assert set(match.group(1).split()) == _deb_packages()
