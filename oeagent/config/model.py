@@ -225,6 +225,9 @@ class PolicyConfig:
     """Authenticated peers known from config rather than discovery."""
     responder: bool = True
     """When enrolled, answer NULL-auth clients with the certificate (README "OE policy")."""
+    peer_updown: str = ""
+    """The updown command pluto runs for each per-peer conn; "" runs none (README "OE
+    policy": routing a conn through ``ipsec _updown`` was three quarters of a load)."""
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,21 @@ def _build_policy(t: _Table) -> PolicyConfig:
         block=t.text_list("block", _check_cidr),
         peers=peers,
         responder=t.boolean("responder", True),
+        peer_updown=t.text("peer_updown", "", _check_updown),
     )
+
+
+def _check_updown(value: str) -> str:
+    """A command line for pluto's ``leftupdown=``, or "" (also ``%disabled``) for none. It is
+    written into ipsec.conf inside double quotes, so quotes, backslashes and control
+    characters (a newline would start a new keyword) are refused."""
+    value = value.strip()
+    if value == "%disabled":
+        return ""
+    if any(ch in '"\\' or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError(f"{value!r} has a quote, backslash or control character; it is "
+                         "written into ipsec.conf as one quoted value")
+    return value
 
 
 def _check_loopback(value: str) -> str:

@@ -80,6 +80,7 @@ def desired(cfg: Config, state: StateDir, now: dt.datetime) -> model.Policy:
         decisions=decisions,
         static_peers=[(p.fqdn, p.address, p.auth, p.mode) for p in cfg.policy.peers],
         responder=responder, ipv6=_has_ipv6_default_route(),
+        peer_updown=cfg.policy.peer_updown,
     )
     policy.notes[:0] = notes
     return policy

@@ -50,6 +50,8 @@ class Policy:
     notes: list[str] = field(default_factory=list)
     """Things the operator should know (peers skipped, exceptions that could not be found)."""
     families: tuple[str, ...] = ("ipv4",)
+    peer_updown: str = ""
+    """pluto's ``leftupdown=`` command for the per-peer conns; "" for none."""
 
 
 def host_network(address: str) -> str:
@@ -92,14 +94,14 @@ def build(
     *, null_ranges: Sequence[str], clear: Sequence[str], block: Sequence[str],
     never_locked_out: Sequence[str], decisions: Sequence[Decision],
     static_peers: Sequence[tuple[str, str, str, str]], responder: Responder | None,
-    ipv6: bool = False,
+    ipv6: bool = False, peer_updown: str = "",
 ) -> Policy:
     """The desired policy. ``static_peers`` are (fqdn, address, auth, mode) from config;
     ``ipv6``: this host has an IPv6 default route, so IPv6 conns can be generated."""
     families = ("ipv4", "ipv6") if ipv6 else ("ipv4",)
     exempt = canonical([*clear, *(host_network(a) for a in never_locked_out)])
     blocked = canonical(block)
-    policy = Policy(groups={}, families=families)
+    policy = Policy(groups={}, families=families, peer_updown=peer_updown)
     for family in families:
         suffix = FAMILIES[family]
         mine = [c for c in exempt if family_of(c) == family]

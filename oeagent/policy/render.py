@@ -50,10 +50,12 @@ def render(policy: Policy, now: dt.datetime) -> dict[str, str]:
     # applies negotiationshunt/failureshunt only to opportunistic conns (measured:
     # tests/integration/test_policy_testing_peer.py), and testing must never lose traffic.
     testing = {p.name: host_network(p.address) for p in policy.peers if p.mode != "enforce"}
+    # The config checked the command for quotes, backslashes and control characters.
+    updown = f'"{policy.peer_updown}"' if policy.peer_updown else "%disabled"
     peers = "".join(
         _sub(template("peer.conn.tmpl"), name=p.name, fqdn=p.fqdn, address=p.address,
              auth=p.auth, mode=p.mode, source=p.source, family=family_of(p.address),
-             rendered={"until": p.until.replace("\n", " "), "local": local,
+             rendered={"until": p.until.replace("\n", " "), "local": local, "updown": updown,
                        # a fixed keyword, or the address (checked above as ``address``)
                        "right": "%opportunisticgroup" if p.name in testing else p.address},
              # enforce: nothing in clear; testing is tried but must never hold or drop.

@@ -304,6 +304,43 @@ def test_ipv6_null_oe_with_the_generated_policy(lab: Lab) -> None:
                             r"authenticated peer using authby=null")
 
 
+def _updown_of(status: str, conn: str) -> str:
+    """The updown command pluto holds for ``conn`` (``my_updown=`` in ``whack --status``)."""
+    match = re.search(rf'^000 "{re.escape(conn)}"(?:\[\d+\])?:.* my_updown=([^;]*);', status,
+                      re.MULTILINE)
+    assert match, f"{conn} has no my_updown= in pluto's status"
+    return match.group(1)
+
+
+def test_peer_conns_run_no_updown_unless_configured(lab: Lab) -> None:
+    """Per-peer conns reach pluto with their updown disabled (routing each through
+    ``ipsec _updown`` was most of a large load); ``policy.peer_updown`` gives them one,
+    and changing it reloads them."""
+    with plutos("updown") as (node,):
+        node.start()
+        remember_peer(node.dir / "state", "db.oe.test", "198.51.100.60")
+        remember_peer(node.dir / "state", "try.oe.test", "198.51.100.61", mode="testing")
+        done = _policy_cli(node, _node_config(lab, node, {}))
+        assert done.returncode == 0, done.stdout + done.stderr
+        status = node.whack("--status")
+        assert _updown_of(status, "oeagent-peer-db_oe_test-1") == "<disabled>"
+        assert _updown_of(status, "oeagent-peer-try_oe_test-1") == "<disabled>"
+        # The NULL groups keep pluto's default.
+        assert _updown_of(status, "oeagent-private-or-clear") == "ipsec _updown"
+
+        verbs = node.dir / "verbs.txt"
+        script = node.dir / "record-updown"
+        script.write_text(f'#!/bin/sh\necho "$PLUTO_VERB $PLUTO_CONNECTION" >> {verbs}\n')
+        script.chmod(0o755)
+        done = _policy_cli(node, _node_config(lab, node, {"policy.peer_updown": str(script)}))
+        assert done.returncode == 0, done.stdout + done.stderr
+        status = node.whack("--status")
+        assert _updown_of(status, "oeagent-peer-db_oe_test-1") == str(script)
+        assert _updown_of(status, "oeagent-peer-try_oe_test-1") == str(script)
+        # pluto ran it when it routed the re-added enforce conn's trap.
+        assert "route-host oeagent-peer-db_oe_test-1" in verbs.read_text().splitlines()
+
+
 def test_group_files_no_longer_generated_are_removed(
     make_lab_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

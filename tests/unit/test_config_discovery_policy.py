@@ -18,6 +18,20 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.discovery.resolver == "127.0.0.1" and cfg.discovery.https_port == 443
     assert cfg.discovery.https_ca_bundle is None and not cfg.discovery.resolver_trusted
     assert cfg.policy.private_or_clear == ("0.0.0.0/0", "::/0") and cfg.policy.responder
+    assert cfg.policy.peer_updown == ""
+
+
+def test_peer_updown(tmp_path: Path) -> None:
+    def updown(value: str) -> str:
+        return config.parse({**BASE, "policy": {"peer_updown": value}}, tmp_path).policy.peer_updown
+
+    assert updown("%disabled") == ""
+    assert updown(" ipsec _updown --route yes ") == "ipsec _updown --route yes"
+    # Written into ipsec.conf as one quoted value: nothing may end it or add a keyword.
+    for bad in ('ipsec _updown"\n\tleftid=@evil', "a\nb", 'say "hi"', "back\\slash", "tab\there"):
+        with pytest.raises(ConfigError) as info:
+            updown(bad)
+        assert "policy.peer_updown" in "\n".join(info.value.problems), bad
 
 
 def test_values(tmp_path: Path) -> None:

@@ -17,12 +17,12 @@ import pytest
 from oeagent.policy import install, model, render
 
 
-def _policy() -> model.Policy:
+def _policy(peer_updown: str = "") -> model.Policy:
     return model.build(
         null_ranges=["0.0.0.0/0"], clear=[], block=[], never_locked_out=[], decisions=[],
         static_peers=[("enforced.oe.test", "198.51.100.20", "ecdsa", "enforce"),
                       ("tried.oe.test", "198.51.100.21", "rsasig", "testing")],
-        responder=None,
+        responder=None, peer_updown=peer_updown,
     )
 
 
@@ -53,3 +53,22 @@ def test_testing_peers_pass_traffic_enforce_peers_hold_and_drop() -> None:
 def test_addconn_checkconfig_accepts_both_modes() -> None:
     # Raises PolicyError on any complaint on stderr (addconn exits 0 on bad values).
     install.checkconfig(render.render(_policy(), dt.datetime.now(dt.UTC)))
+
+
+def test_peer_conns_run_no_updown_by_default_and_the_configured_one_quoted() -> None:
+    now = dt.datetime.now(dt.UTC)
+    conf = render.render(_policy(), now)[render.CONF]
+    for name in ("oeagent-peer-enforced_oe_test-1", "oeagent-peer-tried_oe_test-1"):
+        assert "leftupdown=%disabled" in _settings(conf, name)
+    # The groups keep pluto's default (their routing is a handful of instances).
+    assert not any(s.startswith("leftupdown=")
+                   for s in _settings(conf, "oeagent-private-or-clear"))
+    conf = render.render(_policy("/usr/local/sbin/oe-updown --log"), now)[render.CONF]
+    assert 'leftupdown="/usr/local/sbin/oe-updown --log"' in _settings(
+        conf, "oeagent-peer-enforced_oe_test-1")
+
+
+@pytest.mark.skipif(shutil.which("ipsec") is None, reason="libreswan is not installed")
+def test_addconn_checkconfig_accepts_a_configured_updown() -> None:
+    install.checkconfig(render.render(_policy("ipsec _updown --route yes"),
+                                      dt.datetime.now(dt.UTC)))
