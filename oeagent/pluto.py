@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from oeagent import proc
+from oeagent import libreswan, proc
 from oeagent.errors import PlutoError
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
             return (f"{what.format(', '.join(users))} instead of --rereadcerts, which crashes "
                     "pluto 4.10 with OE instances or SAs up")
     result = proc.run(
-        ["ipsec", "whack", "--ctlsocket", str(ctlsocket), "--rereadcerts"],
+        libreswan.whack("--ctlsocket", str(ctlsocket), "--rereadcerts"),
         check=False,
         timeout=timeout,
     )
@@ -91,7 +91,7 @@ def _last_line(output: str, fallback: str) -> str:
 
 def _whack(ctlsocket: Path, args: list[str], timeout: float) -> str | None:
     """``whack ARGS``'s output, or None when pluto is not running."""
-    result = proc.run(["ipsec", "whack", "--ctlsocket", str(ctlsocket), *args], check=False,
+    result = proc.run(libreswan.whack("--ctlsocket", str(ctlsocket), *args), check=False,
                       timeout=timeout)
     output = result.stdout + result.stderr
     if result.returncode != 0 and any(marker in output for marker in _NOT_RUNNING):
@@ -183,8 +183,8 @@ def _replace(ctlsocket: Path, conns: list[str], ipsec_dir: Path | None,
 
 def _addconn(ctlsocket: Path, config: Path, conns: list[str], timeout: float) -> str:
     """``ipsec addconn`` the named conns from ``config`` into pluto; its output."""
-    added = proc.run(["ipsec", "addconn", "--ctlsocket", str(ctlsocket), "--config",
-                      str(config), *conns], check=False, timeout=timeout)
+    added = proc.run(libreswan.addconn("--ctlsocket", str(ctlsocket), "--config",
+                      str(config), *conns), check=False, timeout=timeout)
     output = (added.stdout + added.stderr).strip()
     if added.returncode != 0:
         detail = _last_line(output, f"exit status {added.returncode}")
@@ -205,7 +205,7 @@ def _listed(config: Path, timeout: float) -> _Listed:
     """Ask ``ipsec addconn`` (it follows include, also= and %default as pluto would)."""
     found: dict[str, frozenset[str]] = {}
     for which in ("all", "route", "start"):
-        done = proc.run(["ipsec", "addconn", "--config", str(config), f"--list{which}"],
+        done = proc.run(libreswan.addconn("--config", str(config), f"--list{which}"),
                         check=False, timeout=timeout)
         if done.returncode != 0:
             said = _last_line(done.stdout + done.stderr, f"exit {done.returncode}")

@@ -13,7 +13,7 @@ import re
 import stat
 from typing import Any
 
-from oeagent import certstore, keyroll, keys, proc, renewal, renewstate
+from oeagent import certstore, keyroll, keys, libreswan, proc, renewal, renewstate
 from oeagent.config import Config
 from oeagent.deploy import open_database
 from oeagent.errors import NssError, OeagentError
@@ -41,7 +41,7 @@ def _pluto(config: Config, cert: certstore.StoredCertificate | None) -> dict[str
     except OSError:
         return {"reachable": False, "detail": f"pluto is not running (no {sock})"}
     try:
-        done = proc.run(["ipsec", "whack", "--ctlsocket", str(sock), "--listcerts"],
+        done = proc.run(libreswan.whack("--ctlsocket", str(sock), "--listcerts"),
                         check=False, timeout=10)
     except OeagentError as exc:
         return {"reachable": False, "detail": str(exc)}

@@ -15,7 +15,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from oeagent import fsio, proc
+from oeagent import fsio, libreswan, proc
 from oeagent.errors import OeagentError
 from oeagent.policy.render import CONF, conn_blocks
 
@@ -59,8 +59,8 @@ def checkconfig(files: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory(prefix="oeagent-policy-") as tmp:
         conf = Path(tmp) / CONF
         conf.write_text(files[CONF])
-        result = proc.run(["ipsec", "addconn", "--checkconfig", "--config",
-                           str(_wrapper(Path(tmp), conf))], check=False)
+        result = proc.run(libreswan.addconn("--checkconfig", "--config",
+                           str(_wrapper(Path(tmp), conf))), check=False)
     complaint = (result.stderr.strip() or "").replace(str(conf), CONF)
     if result.returncode != 0 or complaint:
         detail = complaint or result.stdout.strip() or f"exit status {result.returncode}"
@@ -111,13 +111,13 @@ def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str |
     # pluto never had was most of the load time.
     for name in [*changed, *removed]:
         if name in held:
-            proc.run(["ipsec", "whack", "--ctlsocket", sock, "--delete", "--name", name],
+            proc.run(libreswan.whack("--ctlsocket", sock, "--delete", "--name", name),
                      check=False)
     output = ""
     if changed:
         with tempfile.TemporaryDirectory(prefix="oeagent-load-") as tmp:
-            added = proc.run(["ipsec", "addconn", "--ctlsocket", sock, "--config",
-                              str(_wrapper(Path(tmp), ipsec_dir / CONF)), *changed],
+            added = proc.run(libreswan.addconn("--ctlsocket", sock, "--config",
+                              str(_wrapper(Path(tmp), ipsec_dir / CONF)), *changed),
                              check=False, timeout=max(60, len(changed) // 10))
         output = (added.stdout + added.stderr).strip()
         if added.returncode != 0 or _PLUTO_REFUSED.search(output):
@@ -130,10 +130,10 @@ def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str |
         # refuses a conn.)
         for name in changed:
             if "auto=ondemand" in new[name].splitlines():
-                routed = proc.run(["ipsec", "whack", "--ctlsocket", sock, "--route", "--name",
-                                   name], check=False)
+                routed = proc.run(libreswan.whack("--ctlsocket", sock, "--route", "--name",
+                                                   name), check=False)
                 output += "\n" + (routed.stdout + routed.stderr).strip()
-    listen = proc.run(["ipsec", "whack", "--ctlsocket", sock, "--listen"], check=False)
+    listen = proc.run(libreswan.whack("--ctlsocket", sock, "--listen"), check=False)
     if listen.returncode != 0:
         raise PolicyError(f"pluto could not reread the groups: {_last_lines(listen.stderr)}")
     # addconn exits 0 even when pluto refuses a conn; ask pluto what it actually holds
@@ -155,7 +155,7 @@ def _loaded(sock: str, names: list[str]) -> set[str]:
     """Which of ``names`` pluto holds (``whack --status``, asked once)."""
     if not names:
         return set()
-    status = proc.run(["ipsec", "whack", "--ctlsocket", sock, "--status"], check=False,
+    status = proc.run(libreswan.whack("--ctlsocket", sock, "--status"), check=False,
                       timeout=60).stdout
     return held_conns(status) & set(names)
 

@@ -22,7 +22,7 @@ from lab import Lab
 from lab.netns import in_namespace
 from lab.pluto import Pluto
 from oeagent import config as config_module
-from oeagent import proc
+from oeagent import libreswan, proc
 from oeagent.policy import PolicyError, apply, install, render
 from oeagent.report import Reporter
 from tests.integration.test_policy import (
@@ -159,9 +159,10 @@ def test_load_timeout_restores_the_previous_files(
         pid = _pluto_pid(node)
         real_run = proc.run
         stopped: list[Sequence[str]] = []
+        addconn = libreswan.command("addconn")
 
         def run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-            if not stopped and list(argv)[:2] == ["ipsec", "addconn"] and \
+            if not stopped and list(argv)[:len(addconn)] == addconn and \
                     "--ctlsocket" in argv:
                 stopped.append(argv)
                 os.kill(pid, signal.SIGSTOP)

@@ -53,6 +53,8 @@ class FakePluto:
 def pluto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakePluto:
     fake = FakePluto()
     monkeypatch.setattr(install.proc, "run", fake.run)
+    # The fake reads argv as ``ipsec PROGRAM ...`` (no ``ipsec --directory`` to answer).
+    monkeypatch.setattr(install.libreswan, "command", lambda program: ["ipsec", program])
     return fake
 
 
