@@ -13,6 +13,7 @@ import logging
 import re
 import stat
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from oeagent import fsio, libreswan, proc
@@ -125,14 +126,7 @@ def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str |
                 f"ipsec addconn exited {added.returncode}; pluto's log says why")
             raise PolicyError(f"pluto refused {', '.join(changed)}: {detail}")
         # addconn NAME only adds; on-demand conns need their trap (kernel policy) routed.
-        # (One whack each: ~5 ms of process per conn next to pluto's own ~20 ms to route
-        # it; `addconn --autoall` would route them in one run but says nothing when pluto
-        # refuses a conn.)
-        for name in changed:
-            if "auto=ondemand" in new[name].splitlines():
-                routed = proc.run(libreswan.whack("--ctlsocket", sock, "--route", "--name",
-                                                   name), check=False)
-                output += "\n" + (routed.stdout + routed.stderr).strip()
+        output += _route(sock, [n for n in changed if "auto=ondemand" in new[n].splitlines()])
     listen = proc.run(libreswan.whack("--ctlsocket", sock, "--listen"), check=False)
     if listen.returncode != 0:
         raise PolicyError(f"pluto could not reread the groups: {_last_lines(listen.stderr)}")
@@ -143,6 +137,30 @@ def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str |
     if missing:
         raise PolicyError(f"pluto did not load {', '.join(missing)}: {_last_lines(output)}")
     return output
+
+
+# whacks in flight while routing: a whack is mostly its own start-up (~1 ms of its ~1.2 ms
+# at 10,000 conns), which runs beside pluto's work; 4 took routing 1,000 conns from 0.97 to
+# 0.59 s on 2 CPUs, 8 gained little more. pluto handles one whack at a time.
+ROUTE_CONCURRENCY = 4
+
+
+def _route(sock: str, names: list[str]) -> str:
+    """Route each conn with its own ``whack --route`` (``addconn --autoall`` would route
+    them all in one run, but says nothing when pluto refuses one); what they said, in
+    order. A whack that times out stops the rest."""
+    def route(name: str) -> str:
+        done = proc.run(libreswan.whack("--ctlsocket", sock, "--route", "--name", name),
+                        check=False)
+        return "\n" + (done.stdout + done.stderr).strip()
+
+    if len(names) <= 1:
+        return "".join(map(route, names))
+    pool = ThreadPoolExecutor(ROUTE_CONCURRENCY, thread_name_prefix="oeagent-route")
+    try:
+        return "".join(pool.map(route, names))
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def missing(ctlsocket: Path, names: list[str]) -> list[str]:

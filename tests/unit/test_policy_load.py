@@ -9,6 +9,7 @@ number of peers.
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from oeagent.errors import OeagentError
 from oeagent.policy import install
 
 
@@ -31,15 +33,22 @@ class FakePluto:
         self.held: set[str] = set()
         self.calls: Counter[str] = Counter()
         self.added: list[list[str]] = []
+        self.routed: list[str] = []
+        self.lock = threading.Lock()
 
     def run(self, argv: Sequence[str], **_: Any) -> subprocess.CompletedProcess[str]:
-        args = list(argv)
+        with self.lock:  # routes run a few at a time
+            return self._run(list(argv))
+
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
         verb = next(a for a in args[2:] if a.startswith("--") and a != "--ctlsocket")
         self.calls[f"{args[1]} {verb}"] += 1
         out = ""
         if verb == "--status":
             out = "".join(f'000 "{n}": 0.0.0.0/0===...; unrouted\n' for n in sorted(self.held))
             out += '000 "oeagent-private-or-clear#198.51.100.0/24": ...\n'
+        elif verb == "--route":
+            self.routed.append(args[args.index("--name") + 1])
         elif verb == "--delete":
             self.held.discard(args[args.index("--name") + 1])
         elif args[1] == "addconn":
@@ -73,6 +82,7 @@ def test_loading_many_peers_costs_a_constant_number_of_processes(
     assert pluto.calls == Counter({"whack --status": 2, "addconn --config": 1,
                                    "whack --route": 500, "whack --listen": 1})
     assert len(pluto.held) == 500
+    assert sorted(pluto.routed) == sorted(pluto.held)
 
 
 def test_reload_replaces_only_the_changed_conn(pluto: FakePluto, tmp_path: Path) -> None:
@@ -83,3 +93,35 @@ def test_reload_replaces_only_the_changed_conn(pluto: FakePluto, tmp_path: Path)
                                    "addconn --config": 1, "whack --route": 1,
                                    "whack --listen": 1})
     assert pluto.added[-1] == ["oeagent-peer-p7-0"]
+
+
+def test_a_route_that_times_out_stops_the_load(pluto: FakePluto, tmp_path: Path) -> None:
+    real = pluto._run
+
+    def stuck(args: list[str]) -> subprocess.CompletedProcess[str]:
+        if "--route" in args and args[-1] == "oeagent-peer-p3-0":
+            raise OeagentError("whack did not finish within 60 s")
+        return real(args)
+
+    pluto._run = stuck  # type: ignore[method-assign]
+    with pytest.raises(OeagentError, match="did not finish"):
+        install.load(tmp_path / "pluto.ctl", tmp_path, None, _conf(500))
+    # The routes still queued were not run, and pluto was not asked to reread the groups
+    # (the caller restores the previous policy next).
+    assert pluto.calls["whack --route"] < 100
+    assert pluto.calls["whack --listen"] == 0
+
+
+def test_what_pluto_said_while_routing_stays_in_order(pluto: FakePluto, tmp_path: Path) -> None:
+    real = pluto._run
+
+    def chatty(args: list[str]) -> subprocess.CompletedProcess[str]:
+        done = real(args)
+        if "--route" in args:
+            return subprocess.CompletedProcess(args, 0, f"routed {args[-1]}\n", "")
+        return done
+
+    pluto._run = chatty  # type: ignore[method-assign]
+    output = install.load(tmp_path / "pluto.ctl", tmp_path, None, _conf(50))
+    assert [line for line in output.splitlines() if line] == [
+        f"routed oeagent-peer-p{i}-0" for i in range(50)]
