@@ -13,6 +13,7 @@ import logging
 import re
 import stat
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -148,10 +149,18 @@ ROUTE_CONCURRENCY = 4
 def _route(sock: str, names: list[str]) -> str:
     """Route each conn with its own ``whack --route`` (``addconn --autoall`` would route
     them all in one run, but says nothing when pluto refuses one); what they said, in
-    order. A whack that times out stops the rest."""
+    order. Once a whack fails (times out), no more are started."""
+    failed = threading.Event()
+
     def route(name: str) -> str:
-        done = proc.run(libreswan.whack("--ctlsocket", sock, "--route", "--name", name),
-                        check=False)
+        if failed.is_set():
+            return ""
+        try:
+            done = proc.run(libreswan.whack("--ctlsocket", sock, "--route", "--name", name),
+                            check=False)
+        except OeagentError:
+            failed.set()
+            raise
         return "\n" + (done.stdout + done.stderr).strip()
 
     if len(names) <= 1:
