@@ -16,7 +16,12 @@ from pathlib import Path
 from oeagent.discovery import claims
 from oeagent.discovery.cache import Decision
 
-GROUPS = ("oeagent-clear", "oeagent-block", "oeagent-private-or-clear")
+# The group of enforce peers' addresses: dropped whenever the peer's own conn is absent
+# (being replaced on a change or a renewal, or not loaded yet), so that traffic never falls
+# to NULL OE or clear. Its conn matches any source, so its kernel policy is not the per-peer
+# conn's (pluto routes both) and loses to it (policies/groups.conn.tmpl).
+ENFORCED = "oeagent-enforced"
+GROUPS = ("oeagent-clear", "oeagent-block", "oeagent-private-or-clear", ENFORCED)
 # A %defaultroute conn has one address family, so each family has its own group conns
 # (tried with pluto 4.10: IPv6 ranges in an IPv4 group conn make the kernel refuse the trap).
 FAMILIES = {"ipv4": "", "ipv6": "-6"}
@@ -67,13 +72,17 @@ def canonical(cidrs: Iterable[str]) -> list[str]:
 
 
 def group_conflicts(groups: Mapping[str, Sequence[str]]) -> list[str]:
-    """A CIDR listed in two groups is ambiguous for pluto: refuse it, naming both."""
+    """A CIDR listed in two groups is ambiguous for pluto: refuse it, naming both. (The
+    enforced group's conn matches any source, so its entries share no kernel policy with
+    the others'.)"""
     seen: dict[str, str] = {}
     problems = []
     for group, cidrs in groups.items():
         family = 6 if group.endswith("-6") else 4
         problems += [f"{c} is in {group}, a group of the other address family"
                      for c in cidrs if ipaddress.ip_network(c, strict=False).version != family]
+        if group.removesuffix("-6") == ENFORCED:
+            continue
         for cidr in cidrs:
             key = str(ipaddress.ip_network(cidr, strict=False))
             if key in seen and seen[key] != group:
@@ -155,6 +164,11 @@ def build(
         counters[fqdn] = counters.get(fqdn, 0) + 1
         policy.peers.append(PeerConn(conn_name(fqdn, counters[fqdn]), fqdn, str(ip), auth,
                                      mode, source, until))
+    for family, suffix in FAMILIES.items():
+        if family in families:  # testing peers may fall back: they must never lose traffic
+            policy.groups[f"{ENFORCED}{suffix}"] = canonical(
+                host_network(p.address) for p in policy.peers
+                if p.mode == "enforce" and family_of(p.address) == family)
     policy.responder = responder
     return policy
 

@@ -337,8 +337,11 @@ def test_peer_conns_run_no_updown_unless_configured(lab: Lab) -> None:
         status = node.whack("--status")
         assert _updown_of(status, "oeagent-peer-db_oe_test-1") == str(script)
         assert _updown_of(status, "oeagent-peer-try_oe_test-1") == str(script)
-        # pluto ran it when it routed the re-added enforce conn's trap.
-        assert "route-host oeagent-peer-db_oe_test-1" in verbs.read_text().splitlines()
+        # pluto runs it: routing the re-added testing peer's conn. (The enforce peer's
+        # route, the kernel's and updown's part, belongs to the oeagent-enforced group's
+        # instance for its address, there first; pluto installs the conn's trap beside it.)
+        assert "route-host oeagent-peer-try_oe_test-1#198.51.100.61/32" in \
+            verbs.read_text().splitlines()
 
 
 def test_group_files_no_longer_generated_are_removed(

@@ -72,3 +72,16 @@ def test_peer_conns_run_no_updown_by_default_and_the_configured_one_quoted() -> 
 def test_addconn_checkconfig_accepts_a_configured_updown() -> None:
     install.checkconfig(render.render(_policy("ipsec _updown --route yes"),
                                       dt.datetime.now(dt.UTC)))
+
+
+def test_enforce_peers_and_only_they_fall_back_to_drop() -> None:
+    policy = _policy()
+    # The testing peer may fall back to NULL OE or clear; the enforce peer never does.
+    assert policy.groups[model.ENFORCED] == ["198.51.100.20/32"]
+    files = render.render(policy, dt.datetime.now(dt.UTC))
+    guard = _settings(files[render.CONF], model.ENFORCED)
+    # Any source, so it is not the per-peer conn's kernel policy and loses to it.
+    for setting in ("type=drop", "authby=never", "right=%group", "leftsubnet=0.0.0.0/0",
+                    "leftupdown=%disabled", "auto=ondemand"):
+        assert setting in guard
+    assert files[f"policies/{model.ENFORCED}"].splitlines()[1:] == ["198.51.100.20/32"]
