@@ -108,10 +108,7 @@ def cert_conns(status: str, nickname: str) -> list[str]:
 
 def has_states(status: str, conns: list[str]) -> bool:
     """Does pluto hold any IKE or IPsec SA (``#N: "CONN"...``) of one of ``conns``?"""
-    return any(
-        re.search(rf'^\d* ?#\d+: "{re.escape(conn)}"[\[:\s]', status, re.MULTILINE)
-        for conn in conns
-    )
+    return not libreswan.conns_with_states(status).isdisjoint(conns)
 
 
 def has_group_instances(status: str) -> bool:
@@ -141,11 +138,12 @@ def _replace(ctlsocket: Path, conns: list[str], ipsec_dir: Path | None,
                 f"{conf or CONF} nor pluto.config ({config or 'not given'}): set pluto.config "
                 "to the ipsec.conf that defines it, or replace it yourself "
                 f"(ipsec auto --replace {unknown[0]})")
-    for conn in conns:
-        _whack(ctlsocket, ["--delete", "--name", conn], timeout)
     if removed:
+        libreswan.whack_each(ctlsocket, ["--delete"], conns, timeout)
         log.info("pluto: deleted %s (their certificate is gone)", ", ".join(conns))
         return
+    # No delete first: addconn replaces a conn (delete and add in one whack message). Until
+    # a conn is routed again its enforce peer's traffic meets the oeagent-enforced drop.
     # Both sources are added even when one fails: an operator's conn must not stay deleted
     # because one of oeagent's was refused, nor the other way round.
     outputs: list[str] = []
@@ -164,17 +162,16 @@ def _replace(ctlsocket: Path, conns: list[str], ipsec_dir: Path | None,
                 outputs.append(_addconn(ctlsocket, source, names, timeout))
             except PlutoError as exc:
                 refused.append(str(exc))
-    for conn in conns:
-        if (conn in operator.route if conn in foreign
-                else "auto=ondemand" in blocks[conn].splitlines()):
-            _whack(ctlsocket, ["--route", "--name", conn], timeout)
-        if conn in operator.start:
-            # As pluto does for auto=start when it loads the config; the SA comes when it can.
-            _whack(ctlsocket, ["--initiate", "--asynchronous", "--name", conn], timeout)
+    libreswan.whack_each(ctlsocket, ["--route"], [
+        c for c in conns if (c in operator.route if c in foreign
+                             else "auto=ondemand" in blocks[c].splitlines())], timeout)
+    # As pluto does for auto=start when it loads the config; the SA comes when it can.
+    libreswan.whack_each(ctlsocket, ["--initiate", "--asynchronous"],
+                         [c for c in conns if c in operator.start], timeout)
     if refused:
         raise PlutoError("; ".join(refused))
-    status = _whack(ctlsocket, ["--status"], timeout) or ""
-    missing = [c for c in conns if f'"{c}"' not in status]
+    held = libreswan.held_conns(_whack(ctlsocket, ["--status"], timeout) or "")
+    missing = [c for c in conns if c not in held]
     if missing:
         said = _last_line("\n".join(outputs), "see its log")
         raise PlutoError(f"pluto did not load {', '.join(missing)} again: {said}")

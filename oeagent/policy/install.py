@@ -13,8 +13,6 @@ import logging
 import re
 import stat
 import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from oeagent import fsio, libreswan, proc
@@ -23,7 +21,6 @@ from oeagent.policy.render import CONF, conn_blocks
 
 log = logging.getLogger(__name__)
 
-_QUOTED = re.compile(r'"([^"\n]+)"')
 _PLUTO_REFUSED = re.compile(r"failed to add|ERROR|error|not added|cannot", re.IGNORECASE)
 
 
@@ -109,12 +106,11 @@ def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str |
     removed = [n for n in old if n not in new]
     held = _loaded(sock, [*new, *removed])
     changed = [n for n in new if old.get(n) != new[n] or n not in held]
-    # Delete only what pluto holds: with thousands of new peers, one whack per name that
-    # pluto never had was most of the load time.
-    for name in [*changed, *removed]:
-        if name in held:
-            proc.run(libreswan.whack("--ctlsocket", sock, "--delete", "--name", name),
-                     check=False)
+    # A changed conn is not deleted first: addconn replaces it (its whack message deletes
+    # and adds in one), so it is never without its definition. Removed ones are deleted
+    # only when pluto holds them: with thousands of new peers, one whack per name pluto
+    # never had was most of the load time.
+    libreswan.whack_each(sock, ["--delete"], [n for n in removed if n in held])
     output = ""
     if changed:
         with tempfile.TemporaryDirectory(prefix="oeagent-load-") as tmp:
@@ -127,7 +123,9 @@ def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str |
                 f"ipsec addconn exited {added.returncode}; pluto's log says why")
             raise PolicyError(f"pluto refused {', '.join(changed)}: {detail}")
         # addconn NAME only adds; on-demand conns need their trap (kernel policy) routed.
-        output += _route(sock, [n for n in changed if "auto=ondemand" in new[n].splitlines()])
+        # Until then an enforce peer's traffic meets the oeagent-enforced drop, not NULL OE.
+        output += libreswan.whack_each(
+            sock, ["--route"], [n for n in changed if "auto=ondemand" in new[n].splitlines()])
     listen = proc.run(libreswan.whack("--ctlsocket", sock, "--listen"), check=False)
     if listen.returncode != 0:
         raise PolicyError(f"pluto could not reread the groups: {_last_lines(listen.stderr)}")
@@ -138,38 +136,6 @@ def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str |
     if missing:
         raise PolicyError(f"pluto did not load {', '.join(missing)}: {_last_lines(output)}")
     return output
-
-
-# whacks in flight while routing: a whack is mostly its own start-up (~1 ms of its ~1.2 ms
-# at 10,000 conns), which runs beside pluto's work; 4 took routing 1,000 conns from 0.97 to
-# 0.59 s on 2 CPUs, 8 gained little more. pluto handles one whack at a time.
-ROUTE_CONCURRENCY = 4
-
-
-def _route(sock: str, names: list[str]) -> str:
-    """Route each conn with its own ``whack --route`` (``addconn --autoall`` would route
-    them all in one run, but says nothing when pluto refuses one); what they said, in
-    order. Once a whack fails (times out), no more are started."""
-    failed = threading.Event()
-
-    def route(name: str) -> str:
-        if failed.is_set():
-            return ""
-        try:
-            done = proc.run(libreswan.whack("--ctlsocket", sock, "--route", "--name", name),
-                            check=False)
-        except OeagentError:
-            failed.set()
-            raise
-        return "\n" + (done.stdout + done.stderr).strip()
-
-    if len(names) <= 1:
-        return "".join(map(route, names))
-    pool = ThreadPoolExecutor(ROUTE_CONCURRENCY, thread_name_prefix="oeagent-route")
-    try:
-        return "".join(pool.map(route, names))
-    finally:
-        pool.shutdown(cancel_futures=True)
 
 
 def missing(ctlsocket: Path, names: list[str]) -> list[str]:
@@ -184,13 +150,7 @@ def _loaded(sock: str, names: list[str]) -> set[str]:
         return set()
     status = proc.run(libreswan.whack("--ctlsocket", sock, "--status"), check=False,
                       timeout=60).stdout
-    return held_conns(status) & set(names)
-
-
-def held_conns(status: str) -> set[str]:
-    """Conn names in ``whack --status`` output: ``"NAME"``, ``"NAME"[1]``, ``"NAME#CIDR"``
-    (group instances count for their group conn)."""
-    return {quoted.split("#", 1)[0] for quoted in _QUOTED.findall(status)}
+    return libreswan.held_conns(status) & set(names)
 
 
 def _last_lines(text: str, count: int = 3) -> str:

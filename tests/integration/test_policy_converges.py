@@ -42,7 +42,7 @@ def _conns(node: Pluto) -> list[str]:
 
 
 def _held(node: Pluto) -> set[str]:
-    return install.held_conns(node.whack("--status"))
+    return libreswan.held_conns(node.whack("--status"))
 
 
 def _files(node: Pluto) -> dict[Path, str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from oeagent import libreswan
 from oeagent.errors import OeagentError
 from oeagent.policy import install
 
@@ -70,7 +71,7 @@ def pluto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakePluto:
 def test_held_conns_reads_names_instances_and_groups() -> None:
     status = ('000 "a": 10.0.0.1/32===...\n000 "b"[1] 198.51.100.2 #3: ...\n'
               '000 "oeagent-private-or-clear#198.51.100.0/24": ...\n')
-    assert install.held_conns(status) == {"a", "b", "oeagent-private-or-clear"}
+    assert libreswan.held_conns(status) == {"a", "b", "oeagent-private-or-clear"}
 
 
 def test_loading_many_peers_costs_a_constant_number_of_processes(
@@ -89,10 +90,20 @@ def test_reload_replaces_only_the_changed_conn(pluto: FakePluto, tmp_path: Path)
     install.load(tmp_path / "pluto.ctl", tmp_path, None, _conf(300))
     pluto.calls.clear()
     install.load(tmp_path / "pluto.ctl", tmp_path, _conf(300), _conf(300, changed=7))
-    assert pluto.calls == Counter({"whack --status": 2, "whack --delete": 1,
-                                   "addconn --config": 1, "whack --route": 1,
-                                   "whack --listen": 1})
+    # No delete of the changed conn: addconn replaces it in one whack message, so pluto
+    # never lacks its definition.
+    assert pluto.calls == Counter({"whack --status": 2, "addconn --config": 1,
+                                   "whack --route": 1, "whack --listen": 1})
     assert pluto.added[-1] == ["oeagent-peer-p7-0"]
+
+
+def test_a_removed_conn_is_deleted_and_nothing_else(pluto: FakePluto, tmp_path: Path) -> None:
+    install.load(tmp_path / "pluto.ctl", tmp_path, None, _conf(300))
+    pluto.calls.clear()
+    install.load(tmp_path / "pluto.ctl", tmp_path, _conf(300), _conf(299))
+    assert pluto.calls == Counter({"whack --status": 2, "whack --delete": 1,
+                                   "whack --listen": 1})
+    assert "oeagent-peer-p299-0" not in pluto.held and len(pluto.held) == 299
 
 
 def test_a_route_that_times_out_stops_the_load(pluto: FakePluto, tmp_path: Path) -> None:
