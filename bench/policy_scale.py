@@ -16,7 +16,13 @@ For each size N, in a fresh network namespace (lab.netns, 198.51.100.0/24) with 
    files, adds the conns, routes the on-demand traps, rereads the groups, checks pluto holds
    every conn); then pluto's resident memory, the conns in ``whack --status`` and the trap
    policies in the kernel;
-4. one more peer: ``oeagent policy`` again, which replaces only the conn that changed.
+4. one more peer: ``oeagent policy`` again, which replaces only the conn that changed;
+5. the host enrolls (a certificate under the nickname ``oeagent`` in pluto's NSS database,
+   self-signed: pluto needs no trust anchor for its own): ``oeagent policy`` again, and now
+   every peer conn authenticates this host with it (mutual authentication), so all change;
+6. the pluto step of a renewal: ``oeagent.pluto.reread_certs`` as ``deploy`` calls it, in
+   the namespace; with OE group instances up it replaces every conn that uses the
+   certificate (pluto 4.10 crashes on ``--rereadcerts`` then), here all N.
 
 Needs root (namespaces, pluto). The lab is used only for its config writer.
 """
@@ -44,11 +50,17 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12  # noqa: E402
+
 from bench.common import emit, provenance  # noqa: E402
 from lab import Lab  # noqa: E402
-from lab.netns import Network  # noqa: E402
+from lab.netns import Network, in_namespace  # noqa: E402
 from lab.pluto import Pluto  # noqa: E402
 from oeagent import config as config_module  # noqa: E402
+from oeagent import pluto as pluto_module  # noqa: E402
 from oeagent.advertisement import Advertisement  # noqa: E402
 from oeagent.discovery.cache import PeerCache  # noqa: E402
 from oeagent.discovery.lookup import Result  # noqa: E402
@@ -79,6 +91,26 @@ def remember_peers(state_dir: Path, first: int, count: int, now: dt.datetime) ->
     cache.save()
 
 
+def enroll_host(node: Pluto, fqdn: str, state_dir: Path, now: dt.datetime) -> None:
+    """What an enrollment leaves: a key and certificate for ``fqdn`` under the nickname
+    ``oeagent`` in pluto's NSS database, and the deployment record the policy reads."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, fqdn)])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(fqdn)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    p12 = node.dir / "host.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(b"oeagent", key, cert, None,
+                                                          NoEncryption()))
+    subprocess.run(["pk12util", "-i", str(p12), "-d", node.nss_database, "-W", ""],
+                   check=True, capture_output=True, timeout=60)
+    StateDir(state_dir).write_json(StateDir(state_dir).deployed_path,
+                                   {"database": node.nss_database, "nickname": "oeagent"})
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -94,6 +126,8 @@ class Row:
     dry_run: float
     load: float
     one_more: float
+    enrolled: float
+    renewal: float
     rss_before: int
     rss_after: int
     conns: int
@@ -148,8 +182,17 @@ def measure(lab: Lab, count: int, base: Path, timeout: float) -> Row:
                     node.host.run(["ip", "xfrm", "policy"], timeout=120).stdout.splitlines())
         remember_peers(node.dir / "state", count, 1, now)
         more = policy_cli(node, config, timeout=timeout)
-        return Row(count, rendered, checked, dry, load, more, rss_before, rss_after, conns,
-                   traps, len(files[render.CONF]))
+        enroll_host(node, cfg.host.names[0], node.dir / "state", now)
+        enrolled = policy_cli(node, config, timeout=timeout)
+        with in_namespace(node.host.namespace):  # addconn reads %defaultroute where it runs
+            start = time.perf_counter()
+            said = pluto_module.reread_certs(node.ctlsocket, timeout=timeout,
+                                             nickname="oeagent", ipsec_dir=node.ipsec_dir)
+            renewal = time.perf_counter() - start
+        if not said or "replaced" not in said:
+            raise SystemExit(f"the renewal's pluto step did not replace the conns: {said}")
+        return Row(count, rendered, checked, dry, load, more, enrolled, renewal, rss_before,
+                   rss_after, conns, traps, len(files[render.CONF]))
 
 
 def libreswan_version() -> str:
@@ -166,14 +209,16 @@ def report(rows: list[Row], *, command: str, when: dt.datetime,
         "Policy at scale: N authenticated peers (one conn each, `auto=ondemand`), in a network "
         "namespace with its own pluto.", "",
         "| peers | render | `addconn --checkconfig` | `policy --dry-run` (process) | "
-        "load into pluto (`oeagent policy`) | +1 peer, reload | pluto RSS before → after | "
-        "conns held / kernel traps | oeagent.conf |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "load into pluto (`oeagent policy`) | +1 peer, reload | host enrolls, reload | "
+        "renewal's pluto step | pluto RSS before → after | conns held / kernel traps | "
+        "oeagent.conf |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.peers} | {s(r.render)} | {s(r.checkconfig)} | {s(r.dry_run)} | "
             f"{s(r.load)} ({r.load / r.peers * 1000:.2f} ms/peer) | {s(r.one_more)} | "
+            f"{s(r.enrolled)} | {s(r.renewal)} | "
             f"{r.rss_before / 1024:.1f} → {r.rss_after / 1024:.1f} MiB | "
             f"{r.conns} / {r.traps} | {r.conf_bytes / 1024:.0f} KiB |")
     lines += [
@@ -210,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(measure(lab, count, base, args.timeout))
             r = rows[-1]
             log(f"{count} peers: render {r.render:.3f} s, checkconfig {r.checkconfig:.3f} s, "
-                f"load {r.load:.2f} s, +1 {r.one_more:.2f} s, pluto RSS {r.rss_after} KiB, "
+                f"load {r.load:.2f} s, +1 {r.one_more:.2f} s, enrolled {r.enrolled:.2f} s, "
+                f"renewal {r.renewal:.2f} s, pluto RSS {r.rss_after} KiB, "
                 f"{r.conns} conns, {r.traps} traps")
     finally:
         if not args.lab:
