@@ -190,3 +190,32 @@ def test_one_more_enforce_peer_adds_one_instance_and_removes_none(lab: Lab) -> N
             assert "deleting connection instance" not in said, said[-2000:]
             assert f'"oeagent-enforced#{address}/32"' in node.whack("--status")
         assert node.whack("--status").count('"oeagent-enforced#') >= 22
+
+
+def test_cleartext_from_an_enforce_peer_is_dropped_on_arrival(lab: Lab) -> None:
+    """The enforced group is a drop shunt both ways: cleartext from a peer that promised
+    authenticated OE is not accepted either (while an SA is up, pluto's own inbound policy
+    requires ESP from it anyway). A host that is not such a peer still gets through."""
+    with plutos("server", "client", "other") as (server, client, other):
+        client.start()
+        remember_peer(client.dir / "state", "server.oe.test", server.host.address)
+        done = _policy_cli(client, _node_config(lab, client, {}))
+        assert done.returncode == 0, done.stdout + done.stderr
+        receiver = subprocess.Popen(client.host.argv([sys.executable, "-c", (
+            "import socket\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.bind(('0.0.0.0', 9999)); s.settimeout(1.5)\n"
+            "got = set()\n"
+            "try:\n"
+            "    while True: got.add(s.recvfrom(100)[1][0])\n"
+            "except OSError: pass\n"
+            "print(' '.join(sorted(got)))\n")]), stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        for sender in (server, other):  # neither runs pluto: plain cleartext
+            sender.host.run([sys.executable, "-c", (
+                "import socket, time\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "for _ in range(5):\n"
+                f"    s.sendto(b'x', ('{client.host.address}', 9999)); time.sleep(0.05)\n")])
+        out, _ = receiver.communicate(timeout=30)
+        assert out.split() == [other.host.address]
