@@ -12,6 +12,12 @@ A and B alternate (A B A B ...); each pair also runs the floor. All against one 
 on loopback (started here, or ``--lab DIR`` for one already up). Wall time is
 ``time.perf_counter``; CPU time is user+sys of the child processes (``os.wait4``, which
 includes the children they waited for: certutil, pk12util), or of this process for F.
+
+``--profile FILE``: after the pairs, one more (untimed) ``oeagent enroll --force`` under
+pyinstrument (wall-clock call tree: imports, ACME round trips and the certutil runs as the
+frames that wait for them), its text report in FILE. pyinstrument rather than py-spy here:
+py-spy's 1,000-samples-a-second ptrace sampling slowed this half-second, import-bound
+process to 16 s and bent the shares. pyinstrument is in the ``bench`` extra.
 """
 
 from __future__ import annotations
@@ -143,6 +149,17 @@ class Oeagent:
 
     def run_forced(self) -> Sample:
         return self.run("--force")
+
+    def profile(self, output: Path) -> None:
+        # The venv's own pyinstrument (`pip install -e '.[bench]'`), else one on PATH.
+        here = Path(sys.executable).parent / "pyinstrument"
+        argv = [str(here) if here.exists() else "pyinstrument", "-o",
+                str(output), "-m", "oeagent", "--config", str(self.config), "enroll",
+                "--force"]
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=300,
+                              check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"pyinstrument failed: {done.stderr[-1000:]}")
 
 
 # ---- B: certbot + openssl + pk12util -----------------------------------------------------
@@ -401,6 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lab", type=Path, help="use the lab already up in this directory")
     parser.add_argument("--certbot-venv", type=Path, default=DEFAULT_CERTBOT_VENV)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--profile", type=Path,
+                        help="one more, untimed oeagent run under pyinstrument; its report "
+                             "here")
     args = parser.parse_args(argv)
     pairs = 1 if args.smoke else args.pairs
     if pairs < 1:
@@ -434,6 +454,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     attempt(sf, lambda: floor.run(server))
             log(f"pair {n + 1}/{pairs}: oeagent {ms(sa.samples[-1].wall)}, "
                 f"certbot path {ms(sb.samples[-1].wall)}, floor {ms(sf.samples[-1].wall)}")
+        if args.profile:
+            a.profile(args.profile)
+            log(f"profile (untimed, pyinstrument) in {args.profile}")
         table = report(sa, sb, sf, command=command, certbot_version=b.version(), when=when,
                        pairs=pairs, load=load)
         failed = False
