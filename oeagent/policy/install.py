@@ -122,8 +122,9 @@ def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str |
             detail = _last_lines(output) if output else (
                 f"ipsec addconn exited {added.returncode}; pluto's log says why")
             raise PolicyError(f"pluto refused {', '.join(changed)}: {detail}")
-        # addconn NAME only adds; on-demand conns need their trap (kernel policy) routed.
-        # Until then an enforce peer's traffic meets the oeagent-enforced drop, not NULL OE.
+        # addconn NAME adds (or replaces) but does not route: on-demand conns need their
+        # trap (kernel policy) routed. Until then an enforce peer's traffic meets the
+        # oeagent-enforced drop, not NULL OE.
         output += libreswan.whack_each(
             sock, ["--route"], [n for n in changed if "auto=ondemand" in new[n].splitlines()])
     listen = proc.run(libreswan.whack("--ctlsocket", sock, "--listen"), check=False)
