@@ -191,7 +191,9 @@ def run_unenroll(config: Config, reporter: Reporter, *, purge: bool = False,
     remove_nss = remove_nss or revoke
     state = StateDir(config.state_dir)
     now = now or dt.datetime.now(dt.UTC)
-    backends = _backends(config, state, required=remove_nss)
+    # Without publish.backends nothing was advertised, so there is nothing to withdraw; the
+    # identity can still be removed from NSS (and revoked).
+    backends = _backends(config, state, required=False)
     if not backends:
         reporter.step("unenroll", "publishing is not configured: no advertisement to withdraw")
     if dry_run:

@@ -10,6 +10,7 @@ import pytest
 
 from oeagent import config
 from oeagent.publish import advertise
+from oeagent.publish.actions import run_unenroll
 from oeagent.publish.base import (
     APPLY_ATTEMPTS,
     Backend,
@@ -20,6 +21,7 @@ from oeagent.publish.base import (
     StalePlan,
     Verification,
 )
+from oeagent.report import Reporter
 from oeagent.state import StateDir
 
 
@@ -97,3 +99,33 @@ def test_ledger_keeps_first_publication_times(tmp_path: Path) -> None:
     assert ledger.pins == {"aa" * 32: first.isoformat(), "bb" * 32: later.isoformat()}
     ledger.note_pins(("bb" * 32,), later)  # the old pin is forgotten once withdrawn
     assert list(ledger.pins) == ["bb" * 32]
+
+
+def _unpublished_config(tmp_path: Path) -> config.Config:
+    """A host that never configured publishing, with its own NSS directory and no pluto."""
+    path = tmp_path / "plain.toml"
+    path.write_text(f'state_dir = "{tmp_path}/state"\n[host]\nnames = ["a.example"]\n'
+                    f'[nss]\ndatabase = "sql:{tmp_path}/nss"\n'
+                    f'[pluto]\nctlsocket = "{tmp_path}/pluto.ctl"\n')
+    return config.load(path)
+
+
+def test_unenroll_remove_nss_works_without_publishing(tmp_path: Path) -> None:
+    # Nothing was advertised, so there is nothing to withdraw: removing the identity (and
+    # revoking it) must still be possible, not refused as "publishing is not configured".
+    cfg = _unpublished_config(tmp_path)
+    reporter = Reporter(as_json=True)
+    planned = run_unenroll(cfg, reporter, remove_nss=True, dry_run=True)
+    assert planned == {"dry_run": True}
+    assert any(s.message.startswith("would delete 'oeagent'") for s in reporter.steps)
+    done = run_unenroll(cfg, Reporter(as_json=True), remove_nss=True)
+    assert done["nss_removed"] == 0 and not (tmp_path / "nss").exists()
+
+
+def test_unenroll_without_publishing_and_without_remove_nss_changes_nothing(
+    tmp_path: Path
+) -> None:
+    reporter = Reporter(as_json=True)
+    assert run_unenroll(_unpublished_config(tmp_path), reporter) == {"dry_run": False}
+    assert reporter.steps[0].message == (
+        "publishing is not configured: no advertisement to withdraw")
