@@ -58,15 +58,31 @@ def render(name: str, config: Config, config_path: Path, exe: str) -> str:
         # StateDirectory= only manages /var/lib/<name>; another state_dir is the admin's.
         text = "\n".join(line for line in text.splitlines()
                          if not line.startswith("StateDirectory")) + "\n"
-    secrets = [s for s in (config.acme.eab_hmac_key, config.challenge.dns.tsig_secret) if s]
-    credentials = "".join(f"LoadCredential={s.source.name}:{_quote(s.source)}\n"
-                          for s in secrets)
+    credentials = "".join(f"LoadCredential={name}:{_quote(source)}\n"
+                          for name, source in _credentials(config).items())
     lines = [line for line in text.splitlines(keepends=True)
              if not line.startswith("#LoadCredential=")]
     text = "".join(lines)
     if credentials and "[Service]\n" in text:
         text = text.replace("UMask=0077\n", f"UMask=0077\n{credentials}")
     return text
+
+
+def _credentials(config: Config) -> dict[str, Path]:
+    """Every secret file the config names, by credential name. [publish.dns] inherits
+    [challenge.dns]'s key unless it names its own, so the same file is listed once."""
+    secrets = (config.acme.eab_hmac_key, config.challenge.dns.tsig_secret,
+               config.publish.dns.tsig_secret)
+    found: dict[str, Path] = {}
+    for secret in secrets:
+        if secret is None:
+            continue
+        known = found.setdefault(secret.source.name, secret.source)
+        if known != secret.source:
+            # Both would be looked up as $CREDENTIALS_DIRECTORY/NAME: one would shadow the other.
+            raise OeagentError(f"two secret files share the name {secret.source.name!r} "
+                               f"({known} and {secret.source}); rename one")
+    return found
 
 
 def install_units(config: Config, config_path: Path, directory: str, reporter: Reporter,
