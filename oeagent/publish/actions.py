@@ -15,8 +15,8 @@ import datetime as dt
 from typing import Any
 
 from oeagent import keyroll, publish
-from oeagent.config import Config
-from oeagent.errors import OeagentError
+from oeagent.config import PUBLISH_BACKENDS, Config
+from oeagent.errors import ConfigError, OeagentError
 from oeagent.publish import advertise
 from oeagent.publish.base import Backend, Desired, Plan, PublishError, Verification
 from oeagent.publish.zonefile import ZonefileBackend, nsupdate_script
@@ -28,8 +28,8 @@ def _backends(config: Config, state: StateDir, required: bool = True) -> list[Ba
     if not config.publish.enabled and not required:
         return []
     if not config.publish.enabled:
-        raise PublishError("publishing is not configured: set publish.backends "
-                           "(rfc2136, zonefile, wellknown)")
+        raise ConfigError(["publish.backends: is empty, so there is nothing to publish: list "
+                           f"any of {', '.join(PUBLISH_BACKENDS)}"], config.source)
     return [publish.make(name, config, state) for name in config.publish.backends]
 
 

@@ -66,7 +66,7 @@ def test_help_does_not_import_the_acme_stack() -> None:
 def test_publish_without_backends_says_how_to_configure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "oeagent.toml"
     cfg.write_text(f'state_dir = "{tmp_path}/state"\n[host]\nnames = ["a.example"]\n')
-    assert cli.main(["publish", "--dry-run", "--config", str(cfg)]) == 69
+    assert cli.main(["publish", "--dry-run", "--config", str(cfg)]) == 78
     assert "publish.backends" in capsys.readouterr().err
     assert not (tmp_path / "state").exists()
 

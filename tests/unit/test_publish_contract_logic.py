@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from oeagent import config
+from oeagent.errors import EX_CONFIG, ConfigError
 from oeagent.publish import advertise
-from oeagent.publish.actions import run_unenroll
+from oeagent.publish.actions import run_publish, run_unenroll
 from oeagent.publish.base import (
     APPLY_ATTEMPTS,
     Backend,
@@ -129,3 +130,14 @@ def test_unenroll_without_publishing_and_without_remove_nss_changes_nothing(
     assert run_unenroll(_unpublished_config(tmp_path), reporter) == {"dry_run": False}
     assert reporter.steps[0].message == (
         "publishing is not configured: no advertisement to withdraw")
+
+
+def test_publish_without_backends_is_a_configuration_error(tmp_path: Path) -> None:
+    # Exit 78 names the key to set; 69 would send the operator looking for a broken server.
+    cfg = _unpublished_config(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        run_publish(cfg, Reporter(as_json=True), dry_run=True)
+    assert info.value.exit_code == EX_CONFIG
+    assert info.value.problems == [
+        "publish.backends: is empty, so there is nothing to publish: list any of rfc2136, "
+        "zonefile, wellknown"]
