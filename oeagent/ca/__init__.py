@@ -5,7 +5,8 @@
 Flow: directory -> account (reuse / find again / register) -> CSR -> order (profile) ->
 set up challenges -> answer -> poll authorizations -> clean up -> finalize -> poll order ->
 download -> parse. Modules: ``client`` (HTTPS trust, error translation), ``account``,
-``order``, ``polling``, ``http01``, ``dns01`` (which uses ``oeagent.dnsupdate``).
+``order``, ``polling``, ``http01``, ``dns01`` (which uses ``oeagent.dnsupdate``), ``ari``
+(renewalInfo, ``replaces`` on newOrder) and ``revoke`` (for ``unenroll --revoke``).
 """
 
 from __future__ import annotations

@@ -152,10 +152,12 @@ def _renewal_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
                        help="say whether renewal is due from local state; contact nobody")
     run = commands.add_parser(
         "run",
-        help="the long-running agent: renews on schedule (and runs later jobs)",
+        help="the long-running agent: renews, keeps the advertisement and OE policy current",
         description=(
             "Run until SIGTERM/SIGINT: check renewal at the ARI/rule/backoff times (at least "
-            "every renewal.check_interval), reload the config on SIGHUP, notify systemd "
+            "every renewal.check_interval), keep the advertisement published (when "
+            "publish.backends is set), refresh discovered peers and re-apply the OE policy "
+            "when a decision changes; reload the config on SIGHUP, notify systemd "
             "(Type=notify, watchdog), log one line per event to stderr."
         ),
     )
