@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +84,24 @@ def test_acme_stack_without_dns01_does_not_import_dnspython() -> None:
     code = "import sys\nimport oeagent.enroll, oeagent.ca\nprint('dns' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _readme_commands() -> dict[str, set[str]]:
+    """README's "Commands" table: each command and the options its first cell shows."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `oeagent ([a-z-]+)([^`]*)` \|", section, re.MULTILINE)
+    return {command: set(re.findall(r"--[a-z-]+", rest)) for command, rest in rows}
+
+
+def test_readme_commands_table_matches_the_parser() -> None:
+    subparsers = next(a for a in cli.build_parser()._actions
+                      if isinstance(a, argparse._SubParsersAction))
+    global_options = {"--help", "--config", "--json", "--debug"}
+    actual = {
+        command: {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
+        - global_options
+        for command, sub in subparsers.choices.items()
+    }
+    assert _readme_commands() == actual
+    assert sorted(actual) == sorted(COMMANDS)
