@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oeagent import config
+from oeagent.config.reader import _Reader
+from oeagent.config.sections import _build
 from oeagent.errors import EX_CONFIG, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,3 +204,66 @@ def test_eab_key_in_base64url_is_accepted(tmp_path: Path) -> None:
     key.chmod(0o600)
     cfg = config.load(write(tmp_path, 'host.names = ["a.example"]\nacme.eab_kid = "k"\nacme.eab_hmac_key_file = "eab"\n'))
     assert cfg.acme.eab_hmac_key is not None and len(cfg.acme.eab_hmac_key.reveal()) == 48
+
+
+def _documented_keys() -> set[str]:
+    """The key column of README's "Configuration reference" table; `.port` after
+    `challenge.http.listen_address` means `challenge.http.port`."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Configuration reference\n", 1)[1].split("\n## ", 1)[0]
+    keys: set[str] = set()
+    for row in re.findall(r"^\| (`[^|]+) \|", section, re.MULTILINE):
+        names = re.findall(r"`([^`]+)`", row)
+        parent = names[0].rpartition(".")[0]
+        keys.update(parent + name if name.startswith(".") else name for name in names)
+    return keys
+
+
+def _example_keys() -> set[str]:
+    """Every key examples/oeagent.toml sets or shows commented out (`# key = value`)."""
+    keys: set[str] = set()
+    table = ""
+    for line in (REPO / "examples" / "oeagent.toml").read_text().splitlines():
+        if header := re.fullmatch(r"\[([a-z_.]+)\]", line):
+            table = header.group(1) + "."
+        elif key := re.match(r"(?:# )?([a-z_]+) = ", line):
+            keys.add(table + key.group(1))
+    return keys
+
+
+def _keys_read(keys: set[str]) -> set[str]:
+    """The keys the reader asks for when every one of ``keys`` is present (with a dummy
+    value: type problems do not matter here, only which keys are read)."""
+    data: dict[str, Any] = {}
+    for key in keys:
+        *tables, name = key.split(".")
+        node = data
+        for table in tables:
+            node = node.setdefault(table, {})
+        node[name] = "x"
+    reader = _Reader(data, Path("/nonexistent"))
+    _build(reader)
+    tables_read = {t.path for t in reader.tables}
+    return {t.key_path(k) for t in reader.tables for k in t.used} - tables_read
+
+
+def test_readme_configuration_reference_lists_exactly_the_keys_the_reader_accepts() -> None:
+    documented = _documented_keys()
+    assert len(documented) > 80  # the parse found the table
+    read = _keys_read(documented)
+    assert sorted(read - documented) == []  # accepted, but not in README's table
+    assert sorted(documented - read) == []  # in README's table, but an unknown key
+
+
+def test_the_example_shows_every_key() -> None:
+    # "examples/oeagent.toml is a commented copy of the whole reference"
+    assert sorted(_example_keys() ^ _documented_keys()) == []
+
+
+def test_the_example_values_are_the_defaults() -> None:
+    # The example says "the value shown is the default".
+    example = REPO / "examples" / "oeagent.toml"
+    shown = config.load(example)
+    defaults = config.parse({"host": {"names": list(shown.host.names)}},
+                            base_dir=example.parent.resolve(), source=example)
+    assert shown == defaults
