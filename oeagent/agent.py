@@ -75,7 +75,7 @@ def renew_job(config: Config, reporter: Reporter, critical: Critical) -> dt.date
     if result.get("issued") and config.publish.enabled:
         from oeagent.publish.actions import publish_after_deploy
 
-        publish_after_deploy(config, reporter, issued=True, what="renew")
+        publish_after_deploy(config, reporter, what="renew")
     return dt.datetime.fromisoformat(str(result["next_check"]))
 
 

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from oeagent import certstore, hooks, keys, renewal, renewstate
+from oeagent import certstore, hooks, keys, removal, renewal, renewstate
 from oeagent.config import Config
 from oeagent.deploy import (
     DeployResult,
@@ -159,8 +159,11 @@ def enroll(
             keys.load_key_pem(stored_key_pem, "certificate key") if stored_key_pem else None
         )
         decision = renewal.decide(config, current, stored_key, now)
+        # After `unenroll --remove-nss` the operator asks again: deploy even if NSS still
+        # holds the certificate (a removal killed halfway), and end the removal once done.
+        removed = state.removed_path.exists()
         if not force and not decision.due and current is not None and stored_key is not None:
-            if is_deployed(config, state, current):
+            if not removed and is_deployed(config, state, current):
                 reporter.step(
                     "check",
                     f"nothing to do: certificate {current.serial_hex} is deployed "
@@ -177,7 +180,8 @@ def enroll(
                 previous_serial=None,
             )
             return EnrollResult(
-                False, "deployed the existing certificate", current.summary(), result, hooks=ran
+                False, "deployed the existing certificate", current.summary(), result, hooks=ran,
+                extra={"enrolled_again": _end_removal(state, reporter)},
             ).raise_for_hooks()
 
         reason = "forced with --force" if force and not decision.due else decision.reason
@@ -199,7 +203,18 @@ def enroll(
             config, state, stored, key, reporter, event="enroll",
             previous_serial=current.serial_hex if current else None,
         )
-        return EnrollResult(True, reason, stored.summary(), result, hooks=ran).raise_for_hooks()
+        return EnrollResult(True, reason, stored.summary(), result, hooks=ran,
+                            extra={"enrolled_again": _end_removal(state, reporter)}
+                            ).raise_for_hooks()
+
+
+def _end_removal(state: StateDir, reporter: Reporter) -> bool:
+    """The identity is in NSS again: renewals look after it from now on. True if this ended
+    an ``unenroll --remove-nss``."""
+    if not removal.clear(state):
+        return False
+    reporter.step("unenroll", "enrolled again: renewals keep the identity in NSS from now on")
+    return True
 
 
 def _plan_only(

@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import random
 
-from oeagent import certstore, keyroll, keys, renewal, renewstate
+from oeagent import certstore, keyroll, keys, removal, renewal, renewstate
 from oeagent.config import Config
 from oeagent.deploy import check_database_access, is_deployed, recover_interrupted_swap
 from oeagent.enroll import (
@@ -117,6 +117,15 @@ def renew(config: Config, reporter: Reporter, *, force: bool = False, dry_run: b
         recover_interrupted_swap(config, state, reporter)
         recover_dns01_leftovers(config, state, reporter)
         current = certstore.load_current(state)
+        removed = removal.load(state)
+        if removed is not None:
+            # The operator took the identity out on purpose: neither deploy it again nor,
+            # after a revoke, order a new one (--force included). Only enroll ends it.
+            reporter.step("check", f"nothing to do: {removed.explain()}")
+            upcoming = now + dt.timedelta(seconds=config.renewal.check_interval)
+            return EnrollResult(False, "unenrolled", current.summary() if current else None,
+                                extra={"next_check": upcoming.isoformat(),
+                                       "schedule": "unenrolled"})
         behind = renewal.clock_behind(current, now)
         if behind is not None:
             # Before any schedule, CA or NSS work: no order, no swap, no record churns.
@@ -246,6 +255,11 @@ def _plan_only(config: Config, state: StateDir, reporter: Reporter, force: bool,
     current = certstore.load_current(state) if state.root.exists() else None
     key_pem = state.read_bytes(state.cert_key_path) if state.root.exists() else None
     key = keys.load_key_pem(key_pem, "certificate key") if key_pem else None
+    removed = removal.load(state)
+    if removed is not None:
+        reporter.step("plan", f"nothing to do: {removed.explain()}")
+        return EnrollResult(False, "unenrolled", current.summary() if current else None,
+                            dry_run=True, extra={"would_issue": False, "schedule": "unenrolled"})
     record = renewstate.load(state).for_serial(current.serial_hex if current else None)
     decision = renewal.decide(config, current, key, now, record)
     would = decision.due or force

@@ -55,6 +55,11 @@ class StateDir:
         return self.root / "deployed.json"
 
     @property
+    def removed_path(self) -> Path:
+        """``unenroll --remove-nss`` took the identity out of NSS (``oeagent.removal``)."""
+        return self.root / "removed.json"
+
+    @property
     def nss_work_dir(self) -> Path:
         return self.root / "nss-work"
 

@@ -13,10 +13,19 @@ import re
 import stat
 from typing import Any
 
-from oeagent import certstore, keyroll, keys, libreswan, proc, renewal, renewstate
+from oeagent import (
+    certstore,
+    keyroll,
+    keys,
+    libreswan,
+    proc,
+    removal,
+    renewal,
+    renewstate,
+)
 from oeagent.config import Config
 from oeagent.deploy import open_database
-from oeagent.errors import NssError, OeagentError
+from oeagent.errors import NssError, OeagentError, StateError
 from oeagent.renew import next_check
 from oeagent.state import StateDir
 
@@ -67,6 +76,18 @@ def collect(config: Config, now: dt.datetime | None = None) -> dict[str, Any]:
     key = keys.load_key_pem(key_pem, "certificate key") if key_pem else None
     record = renewstate.load(state)
     report: dict[str, Any] = {"attention": attention, "state_dir": str(state.root)}
+    try:
+        removed = removal.load(state)
+    except StateError as exc:
+        attention.append(str(exc))
+        removed = None
+    if removed is not None:
+        # Out of NSS on purpose: nothing to renew, deploy or load, so nothing needs attention.
+        report["certificate"] = None
+        report["unenrolled"] = {"at": _iso(removed.at), "revoked": removed.revoked,
+                                "kept_certificate": current.serial_hex if current else None,
+                                "detail": removed.explain()}
+        return report
     if current is None:
         attention.append("no certificate enrolled yet (run oeagent enroll)")
         report["certificate"] = None
@@ -145,6 +166,8 @@ def _nss(config: Config, cert: certstore.StoredCertificate,
 
 def render_text(report: dict[str, Any]) -> str:
     lines = []
+    if report.get("unenrolled"):
+        lines.append(f"unenrolled   {report['unenrolled']['detail']}")
     cert = report.get("certificate")
     if cert:
         names = ", ".join([*cert["names"], *cert["addresses"]])
@@ -165,5 +188,6 @@ def render_text(report: dict[str, Any]) -> str:
         nxt = report["keys"]["next"]
         if nxt:
             lines.append(f"next key     {nxt['spki_sha256']} (since {nxt['created_at']})")
-    lines += [f"ATTENTION    {item}" for item in report["attention"]] or ["healthy"]
+    lines += ([f"ATTENTION    {item}" for item in report["attention"]]
+              or ([] if report.get("unenrolled") else ["healthy"]))
     return "\n".join(lines) + "\n"

@@ -32,8 +32,9 @@ def _run_enroll(args: argparse.Namespace, reporter: Reporter) -> dict[str, objec
     if cfg.publish.enabled and not args.dry_run:
         from oeagent.publish.actions import publish_after_deploy
 
-        document["publish"] = publish_after_deploy(cfg, reporter, issued=result.issued,
-                                                   what="enroll")
+        document["publish"] = publish_after_deploy(
+            cfg, reporter, what="enroll",
+            enrolled_again=result.issued or bool(result.extra.get("enrolled_again")))
     return document
 
 
@@ -66,7 +67,7 @@ def _run_renew(args: argparse.Namespace, reporter: Reporter) -> dict[str, object
     if result.issued and cfg.publish.enabled and not args.dry_run:
         from oeagent.publish.actions import publish_after_deploy
 
-        document["publish"] = publish_after_deploy(cfg, reporter, issued=True, what="renew")
+        document["publish"] = publish_after_deploy(cfg, reporter, what="renew")
     return document
 
 

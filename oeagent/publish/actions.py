@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from oeagent import keyroll, publish
+from oeagent import keyroll, publish, removal
 from oeagent.config import PUBLISH_BACKENDS, Config
 from oeagent.errors import ConfigError, OeagentError
 from oeagent.publish import advertise
@@ -163,17 +163,19 @@ def run_publish(config: Config, reporter: Reporter, *, dry_run: bool = False,
         return _raise_if_not_visible(result)
 
 
-def publish_after_deploy(config: Config, reporter: Reporter, *, issued: bool,
-                         what: str) -> dict[str, Any] | None:
+def publish_after_deploy(config: Config, reporter: Reporter, *, what: str,
+                         enrolled_again: bool = False) -> dict[str, Any] | None:
     """After ``enroll`` or ``renew``: bring the advertisement in step with what is deployed.
 
-    Does nothing when publishing is not configured. A failure keeps its exit status but says
-    that the certificate part worked, so nobody rolls back a good certificate over it.
+    ``enrolled_again`` (``enroll`` issued a certificate, or deployed one after ``unenroll
+    --remove-nss``) ends an unenroll: the host is advertised again. Does nothing when
+    publishing is not configured. A failure keeps its exit status but says that the
+    certificate part worked, so nobody rolls back a good certificate over it.
     """
     if not config.publish.enabled:
         return None
     try:
-        return run_publish(config, reporter, resume=issued and what == "enroll")
+        return run_publish(config, reporter, resume=enrolled_again)
     except OeagentError as exc:
         failure = OeagentError(f"{what} succeeded, but publishing failed: {exc}")
         failure.exit_code = exc.exit_code
@@ -206,7 +208,8 @@ def run_unenroll(config: Config, reporter: Reporter, *, purge: bool = False,
             result = _run(config, state, backends, target, reporter, dry_run=True)
         if remove_nss:
             reporter.step("plan", f"would delete '{config.nss.nickname}' from "
-                          f"{config.nss.database}" + (" and revoke it at the CA" if revoke else ""))
+                          f"{config.nss.database}" + (" and revoke it at the CA" if revoke else "")
+                          + "; renewals would leave it out of NSS until `oeagent enroll`")
         return result
     with state.lock(config.lock_timeout):
         _remove_stale(state, reporter)
@@ -214,9 +217,10 @@ def run_unenroll(config: Config, reporter: Reporter, *, purge: bool = False,
         if backends:
             result = _withdraw_advertisement(config, state, backends, reporter, purge, now)
         if remove_nss:
-            result["nss_removed"] = _remove_from_nss(config, state, reporter)
+            result["nss_removed"] = _remove_from_nss(config, state, reporter, now)
         if revoke:
             result["revoked"] = _revoke(config, state, reporter)
+            removal.record(state, now, revoked=True)
         return _raise_if_not_visible(result)
 
 
@@ -251,10 +255,17 @@ def _revoke(config: Config, state: StateDir, reporter: Reporter) -> str:
     return current.serial_hex
 
 
-def _remove_from_nss(config: Config, state: StateDir, reporter: Reporter) -> int:
+def _remove_from_nss(config: Config, state: StateDir, reporter: Reporter,
+                     now: dt.datetime) -> int:
     from oeagent import pluto
     from oeagent.deploy import open_database
 
+    # Recorded before NSS is touched: from here on renewals leave the identity out of NSS,
+    # even if this run is killed halfway (a rerun finishes the removal).
+    on_record = removal.record(state, now)
+    reporter.step("unenroll", f"recorded in {state.removed_path.name}: renewals leave the "
+                  f"identity out of NSS until `oeagent enroll` (since "
+                  f"{on_record.at.isoformat(timespec='seconds')})")
     db = open_database(config)
     removed = db.purge(config.nss.nickname) if db.exists() else 0
     state.deployed_path.unlink(missing_ok=True)

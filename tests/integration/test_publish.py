@@ -296,6 +296,12 @@ def test_unenroll_none_markers_then_purge_after_max_age(lab: Lab, tmp_path: Path
     code, doc, err = oeagent(host.config_path, "publish")
     assert code == 0, err
     assert doc["advertisement"]["mode"] == "none"
+    # With no current certificate a renewal used to order a new one (and deploy it): an
+    # unenroll --revoke undone by the next timer run. It orders nothing now.
+    code, doc, err = oeagent(host.config_path, "renew")
+    assert code == 0, (doc.get("error"), err)
+    assert doc["issued"] is False and doc["reason"] == "unenrolled"
+    assert doc["certificate"] is None
     # One max_age later (the lab's 300 s), a rerun removes the markers.
     state = StateDir(tmp_path / "state")
     ledger = advertise.Ledger.load(state)
