@@ -187,7 +187,8 @@ class Entry:
 def merge(old: Entry | None, result: Result, now: dt.datetime) -> Entry:
     """The new entry for a peer after ``result``; the heart of no-downgrade."""
     reasons = tuple(result.reasons)
-    if result.status == "authenticated" or result.released:
+    failed = _held_back(old, result, now)
+    if (result.status == "authenticated" or result.released) and not failed:
         decision = Decision(result.peer, result.fqdn, result.advertisement, result.expires,
                             result.addresses, result.source, _since(old, result, now))
         return Entry(decision, result.status, now, reasons, held=False, obtained_at=now)
@@ -196,10 +197,25 @@ def merge(old: Entry | None, result: Result, now: dt.datetime) -> Entry:
         if kept.authenticated:
             note = f"kept the {kept.advertisement.mode} advertisement until "  # type: ignore[union-attr]
             note += f"{kept.held_until.isoformat() if kept.held_until else '?'}"
-            return Entry(kept, result.status, now, (*reasons, note), held=True,
+            return Entry(kept, failed or result.status, now, (*reasons, note), held=True,
                          obtained_at=old.obtained_at or old.checked_at)
     decision = Decision(result.peer, result.fqdn, None, None, result.addresses)
     return Entry(decision, result.status, now, reasons, held=False)
+
+
+def _held_back(old: Entry | None, result: Result, now: dt.datetime) -> str:
+    """The failure that keeps ``result``, though it found an advertisement, from replacing
+    the one ``old`` holds (the status to record); "" when it may.
+
+    A lookup whose A or AAAA query failed has only some of the name's addresses: replacing
+    the held decision with it would take the conn (and the drop) off the others, which is a
+    downgrade that whoever can block one query could cause at will. A release (``mode=none``)
+    does not depend on the addresses, so it still counts."""
+    if old is None or not old.effective(now).authenticated:
+        return ""
+    if result.status == "authenticated" and result.incomplete:
+        return result.incomplete
+    return ""
 
 
 def _since(old: Entry | None, result: Result, now: dt.datetime) -> dict[str, dt.datetime]:

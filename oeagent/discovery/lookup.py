@@ -60,6 +60,10 @@ class Result:
     txt_id: str | None = None
     notes: list[str] = field(default_factory=list)
     """What the operator should see even when the peer is authenticated (addresses dropped)."""
+    incomplete: str = ""
+    """``bogus`` or ``unreachable`` when an A or AAAA query for the name failed: ``addresses``
+    may lack some of the name's, so this result must not replace a held advertisement's
+    (``oeagent.discovery.cache.merge``); empty when every address query was answered."""
 
     @property
     def released(self) -> bool:
@@ -135,6 +139,9 @@ class Discoverer:
                 result.fqdn = candidate
                 return self._lookup_name(result, now, reverse=reverse)
             result.reasons.append(f"{candidate} does not map back to {address} (signed)")
+        if result.incomplete:
+            # Not "none": the forward query failed, so nothing shows the name is not there.
+            result.status = result.incomplete
         return result
 
     def _signed_addresses(self, fqdn: str, result: Result) -> list[str]:
@@ -148,7 +155,9 @@ class Discoverer:
             answer = self._query(name, rdtype)
             if answer.rrset is None:
                 if answer.security in (Security.BOGUS, Security.UNREACHABLE):
-                    result.reasons.append(answer.reason)
+                    result.reasons.append(answer.reason or f"DNS: {name} {rdtype}: "
+                                          f"{answer.security.value}")
+                    result.incomplete = result.incomplete or answer.security.value
                 continue
             for rdata in answer.rrset:
                 address = ipaddress.ip_address(rdata.address)  # parsed once: every peer has some
@@ -165,12 +174,14 @@ class Discoverer:
         result.addresses = _at_most([a for a, _ in resolved], result)
         secure = tuple(a for a in result.addresses if (a, True) in resolved)
         dns_failure = self._from_dns(result, name, reverse, now, secure)
-        if result.advertisement is not None:
-            return result
-        if self.tls is not None:
+        if result.advertisement is None and self.tls is not None:
             self._from_https(result, fqdn, now)
-            if result.advertisement is not None:
-                return result
+        if result.advertisement is not None:
+            if result.incomplete and not result.released:
+                result.notes.append(f"DNS: an address query for {fqdn} failed "
+                                    f"({result.incomplete}): addresses may be missing, so an "
+                                    "advertisement held from before keeps its own")
+            return result
         if dns_failure is not None:
             result.status = dns_failure
         return result
