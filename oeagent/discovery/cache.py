@@ -210,11 +210,23 @@ def _held_back(old: Entry | None, result: Result, now: dt.datetime) -> str:
     A lookup whose A or AAAA query failed has only some of the name's addresses: replacing
     the held decision with it would take the conn (and the drop) off the others, which is a
     downgrade that whoever can block one query could cause at will. A release (``mode=none``)
-    does not depend on the addresses, so it still counts."""
-    if old is None or not old.effective(now).authenticated:
+    does not depend on the addresses, so it still counts.
+
+    A held DNSSEC-signed advertisement is not replaced (nor released) by an HTTPS document
+    found because the DNS lookup failed: the failed answer may still hold it, and a document
+    rests on a weaker proof (a certificate for the name; ``oeagent.discovery.claims`` ranks
+    it below DNSSEC), so blocking DNS would let whoever can serve one change or release the
+    peer. After a validated answer that the name no longer advertises in DNS, the document
+    counts."""
+    if old is None:
+        return ""
+    kept = old.effective(now)
+    if not kept.authenticated:
         return ""
     if result.status == "authenticated" and result.incomplete:
         return result.incomplete
+    if kept.source == "dns" and result.source == "https" and result.dns_failure:
+        return result.dns_failure
     return ""
 
 

@@ -64,6 +64,10 @@ class Result:
     """``bogus`` or ``unreachable`` when an A or AAAA query for the name failed: ``addresses``
     may lack some of the name's, so this result must not replace a held advertisement's
     (``oeagent.discovery.cache.merge``); empty when every address query was answered."""
+    dns_failure: str = ""
+    """``bogus``, ``unreachable`` or ``invalid`` when the advertisement came over HTTPS after
+    the DNS lookup failed: it must not replace a held DNSSEC-signed advertisement, which the
+    failed answer may well still hold."""
 
     @property
     def released(self) -> bool:
@@ -176,6 +180,10 @@ class Discoverer:
         dns_failure = self._from_dns(result, name, reverse, now, secure)
         if result.advertisement is None and self.tls is not None:
             self._from_https(result, fqdn, now)
+            if result.advertisement is not None and dns_failure is not None:
+                result.dns_failure = dns_failure
+                result.notes.append(f"DNS failed ({dns_failure}): the HTTPS document does not "
+                                    "replace a DNSSEC-signed advertisement held from before")
         if result.advertisement is not None:
             if result.incomplete and not result.released:
                 result.notes.append(f"DNS: an address query for {fqdn} failed "

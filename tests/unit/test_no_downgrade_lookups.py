@@ -12,7 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from oeagent import keys
 from oeagent.advertisement import Advertisement
+from oeagent.config import DiscoveryConfig
+from oeagent.discovery import lookup, wellknown
 from oeagent.discovery.cache import Entry, merge
+from oeagent.discovery.lookup import Discoverer
 from tests.integration.oe_peers import ipseckey_rdata
 from tests.unit.test_discovery_units import _discoverer, _fake_dns
 
@@ -95,3 +98,80 @@ def test_a_peer_given_by_address_whose_forward_query_fails_is_not_none(
     result = _discoverer().lookup(V4, NOW)
     assert result.status == "unreachable"
     assert f"{BANK} does not map back to {V4} (signed)" in result.reasons
+
+
+# ---- HTTPS while the signed DNS answer is missing --------------------------------------------
+
+def https_discoverer(monkeypatch: pytest.MonkeyPatch, document: Advertisement | None) -> Any:
+    """A discoverer whose HTTPS fallback finds ``document`` (None: nothing published)."""
+    def fetch(name: str, address: str, **_: Any) -> wellknown.Fetched:
+        if document is None:
+            return wellknown.Fetched(None, "connection refused", absent=True)
+        return wellknown.Fetched(document.document_bytes(NOW + dt.timedelta(days=30)))
+
+    monkeypatch.setattr(lookup.wellknown, "fetch", fetch)
+    return Discoverer(DiscoveryConfig(https=True))
+
+
+OTHER_KEY = "cd" * 32
+DOCUMENTS = {
+    "mode=none": Advertisement(BANK, "ecdsa", (), "none", 3600),
+    "testing": Advertisement(BANK, "ecdsa", (OTHER_KEY,), "testing", 3600),
+    "another key": Advertisement(BANK, "rsasig", (OTHER_KEY,), "enforce", 3600),
+}
+DNS_FAILURES = {
+    "TXT timeout": {"TXT": ("unreachable", [])},
+    "TXT bogus": {"TXT": ("bogus", [])},
+    "TLSA timeout": {"TLSA": ("unreachable", [])},
+    "TLSA missing (invalid)": {"TLSA": ("secure", [])},
+}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+@pytest.mark.parametrize("dns_failure", DNS_FAILURES)
+def test_https_does_not_replace_a_signed_advertisement_while_dns_fails(
+        monkeypatch: pytest.MonkeyPatch, document: str, dns_failure: str) -> None:
+    """Before: a DNS failure sent the lookup on to HTTPS, and whatever document it found
+    (``mode=none`` included) replaced the held DNSSEC-signed advertisement: whoever can block
+    the DNS answer and serve a document with a certificate for the name (a CA's weaker
+    proof, the one the conflict rules rank below DNSSEC) released the peer or moved it to
+    testing or to another key."""
+    discoverer = https_discoverer(monkeypatch, DOCUMENTS[document])
+    entry = held(monkeypatch, discoverer)
+    _fake_dns(monkeypatch, signed_zone(**DNS_FAILURES[dns_failure]))  # type: ignore[arg-type]
+    later = NOW + dt.timedelta(minutes=2)  # within the TTL (min_cache, 300 s)
+    result = discoverer.lookup(BANK, later)
+    assert result.source == "https"  # the document itself was fine
+    after = merge(entry, result, later)
+    assert after.held and after.effective(later) == entry.decision
+    assert after.last_status in ("unreachable", "bogus", "invalid")
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_https_replaces_a_signed_advertisement_that_dns_validly_withdrew(
+        monkeypatch: pytest.MonkeyPatch, document: str) -> None:
+    """A validated denial of the _oe record is the zone's own word: the document counts."""
+    discoverer = https_discoverer(monkeypatch, DOCUMENTS[document])
+    entry = held(monkeypatch, discoverer)
+    _fake_dns(monkeypatch, signed_zone(TXT=("secure", [])))
+    later = NOW + dt.timedelta(minutes=2)  # within the TTL (min_cache, 300 s)
+    after = merge(entry, discoverer.lookup(BANK, later), later)
+    assert not after.held and after.decision.source == "https"
+    assert after.decision.advertisement == DOCUMENTS[document]
+
+
+def test_an_https_peer_is_refreshed_over_https_whatever_its_dns_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule is about a signed advertisement: a peer held from a document is held to the
+    document's proof, which a DNS failure does not weaken."""
+    doc = DOCUMENTS["another key"]
+    discoverer = https_discoverer(monkeypatch, doc)
+    _fake_dns(monkeypatch, signed_zone(TXT=("insecure", [])))
+    entry = merge(None, discoverer.lookup(BANK, NOW), NOW)
+    assert entry.decision.source == "https"
+    monkeypatch.setattr(lookup.wellknown, "fetch", lambda *a, **k: wellknown.Fetched(
+        DOCUMENTS["mode=none"].document_bytes(NOW + dt.timedelta(days=30))))
+    _fake_dns(monkeypatch, signed_zone(TXT=("unreachable", [])))
+    later = NOW + dt.timedelta(minutes=2)  # within the TTL (min_cache, 300 s)
+    after = merge(entry, discoverer.lookup(BANK, later), later)
+    assert not after.effective(later).authenticated
