@@ -184,13 +184,18 @@ class Entry:
                    dt.datetime.fromisoformat(obtained_at) if obtained_at else None)
 
 
-def merge(old: Entry | None, result: Result, now: dt.datetime) -> Entry:
-    """The new entry for a peer after ``result``; the heart of no-downgrade."""
+def merge(old: Entry | None, result: Result, now: dt.datetime,
+          claims_after: dt.datetime | None = None) -> Entry:
+    """The new entry for a peer after ``result``; the heart of no-downgrade.
+
+    ``claims_after``: the newest claim date already recorded (``PeerCache``); a claim first
+    made now is dated after it even when the clock says otherwise."""
     reasons = tuple(result.reasons)
     failed = _held_back(old, result, now)
     if (result.status == "authenticated" or result.released) and not failed:
         decision = Decision(result.peer, result.fqdn, result.advertisement, result.expires,
-                            result.addresses, result.source, _since(old, result, now))
+                            result.addresses, result.source,
+                            _since(old, result, now, claims_after))
         return Entry(decision, result.status, now, reasons, held=False, obtained_at=now)
     if old is not None:
         kept = old.effective(now)
@@ -230,11 +235,17 @@ def _held_back(old: Entry | None, result: Result, now: dt.datetime) -> str:
     return ""
 
 
-def _since(old: Entry | None, result: Result, now: dt.datetime) -> dict[str, dt.datetime]:
+def _since(old: Entry | None, result: Result, now: dt.datetime,
+           claims_after: dt.datetime | None = None) -> dict[str, dt.datetime]:
     """A claim keeps its first date while the peer keeps claiming the address under the same
-    name; a new address, or one claimed again after a release or expiry, starts now."""
+    name; a new address, or one claimed again after a release or expiry, starts now -- or,
+    when the clock was set back behind ``claims_after`` (the newest claim recorded before),
+    just after that: the older claim keeps an address (``oeagent.discovery.claims``), so a
+    clock set back must not make a claim made today older than one recorded yesterday."""
     if result.released:
         return {}
+    if claims_after is not None and now <= claims_after:
+        now = claims_after + dt.timedelta(microseconds=1)
     before: Mapping[str, dt.datetime] = {}
     if old is not None:
         kept = old.effective(now)
@@ -256,6 +267,9 @@ class PeerCache:
         self.installed: dict[str, InstalledKey] = dict(raw.get("installed", {}))
         """Per peer, the decision key the installed policy was rendered from (absent: the
         peer got no conn of its own, as for a clear-or-null decision)."""
+        self.claims_after = max((t for e in self.entries.values()
+                                 for t in e.decision.since.values()), default=None)
+        """The newest claim date in the file: claims made by this run are dated after it."""
         self.installed_policy: str | None = raw.get("installed_policy")
         """A digest of the policy file written with those decisions: when the file differs,
         someone else (a one-shot ``oeagent policy``) installed it and the keys say nothing."""
@@ -263,7 +277,7 @@ class PeerCache:
     def update(self, result: Result, now: dt.datetime) -> tuple[Entry, bool]:
         """Merge ``result``; return the new entry and whether its decision now differs from
         the one the installed policy holds (so the policy must be re-applied)."""
-        new = merge(self.entries.get(result.peer), result, now)
+        new = merge(self.entries.get(result.peer), result, now, self.claims_after)
         self.entries[result.peer] = new
         return new, self.differs(result.peer, now)
 
