@@ -230,7 +230,8 @@ def _held_back(old: Entry | None, result: Result, now: dt.datetime) -> str:
         return ""
     if result.status == "authenticated" and result.incomplete:
         return result.incomplete
-    if kept.source == "dns" and result.source == "https" and result.dns_failure:
+    # An unknown proof (a cache written before it was recorded) may be DNSSEC: held alike.
+    if kept.source != "https" and result.source == "https" and result.dns_failure:
         return result.dns_failure
     return ""
 

@@ -175,3 +175,17 @@ def test_an_https_peer_is_refreshed_over_https_whatever_its_dns_does(
     later = NOW + dt.timedelta(minutes=2)  # within the TTL (min_cache, 300 s)
     after = merge(entry, discoverer.lookup(BANK, later), later)
     assert not after.effective(later).authenticated
+
+
+def test_a_peer_cached_before_its_proof_was_recorded_counts_as_signed_here(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """peers.json from before ``source`` existed: the held advertisement may be DNSSEC-signed,
+    so a DNS failure does not let a document replace it either."""
+    discoverer = https_discoverer(monkeypatch, DOCUMENTS["mode=none"])
+    raw = held(monkeypatch, discoverer).to_json()
+    del raw["source"]
+    entry = Entry.from_json(raw)
+    _fake_dns(monkeypatch, signed_zone(TXT=("unreachable", [])))
+    later = NOW + dt.timedelta(minutes=2)
+    after = merge(entry, discoverer.lookup(BANK, later), later)
+    assert after.held and after.effective(later).authenticated
