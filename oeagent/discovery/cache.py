@@ -21,6 +21,7 @@ after ``retry_failed`` or ``retry_none``. ``next_due`` says when the next of the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -196,6 +197,8 @@ def merge(old: Entry | None, result: Result, now: dt.datetime,
         decision = Decision(result.peer, result.fqdn, result.advertisement, result.expires,
                             result.addresses, result.source,
                             _since(old, result, now, claims_after))
+        if old is not None and now < old.checked_at:
+            decision = _no_earlier(decision, old.effective(now))
         return Entry(decision, result.status, now, reasons, held=False, obtained_at=now)
     if old is not None:
         kept = old.effective(now)
@@ -206,6 +209,18 @@ def merge(old: Entry | None, result: Result, now: dt.datetime,
                          obtained_at=old.obtained_at or old.checked_at)
     decision = Decision(result.peer, result.fqdn, None, None, result.addresses)
     return Entry(decision, result.status, now, reasons, held=False)
+
+
+def _no_earlier(decision: Decision, kept: Decision) -> Decision:
+    """``decision`` found again what ``kept`` holds, by a clock set back behind the last
+    lookup: its expiry, dated by that clock, may lie before the one held, and once the clock
+    is right the peer would have expired at once. The earlier answer promised the held
+    expiry, so that stands (a different advertisement starts its own lifetime)."""
+    until, held = decision.held_until, kept.held_until
+    if (kept.authenticated and kept.key() == decision.key() and until is not None
+            and held is not None and held > until):
+        return dataclasses.replace(decision, held_until=held)
+    return decision
 
 
 def _held_back(old: Entry | None, result: Result, now: dt.datetime) -> str:

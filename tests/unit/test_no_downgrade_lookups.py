@@ -189,3 +189,27 @@ def test_a_peer_cached_before_its_proof_was_recorded_counts_as_signed_here(
     later = NOW + dt.timedelta(minutes=2)
     after = merge(entry, discoverer.lookup(BANK, later), later)
     assert after.held and after.effective(later).authenticated
+
+
+# ---- the clock -------------------------------------------------------------------------------
+
+def test_a_lookup_made_while_the_clock_is_set_back_does_not_shorten_the_hold() -> None:
+    """Before: a lookup while the clock ran a day behind dated the advertisement's expiry by
+    that clock, replacing the one held; once the clock was right again the peer had long
+    expired and fell to NULL OE until a lookup got through -- on the first failed one."""
+    ad = Advertisement(BANK, "ecdsa", (SIGNED.pins[0],), "enforce", 3600)
+
+    def found(at: dt.datetime) -> lookup.Result:
+        return lookup.Result(BANK, BANK, "authenticated", "dns", ad,
+                             at + dt.timedelta(seconds=3600), (V4,))
+
+    entry = merge(None, found(NOW), NOW)
+    back = NOW - dt.timedelta(days=1)
+    entry = merge(entry, found(back), back)
+    assert entry.decision.held_until == NOW + dt.timedelta(hours=1)
+    right_again = NOW + dt.timedelta(minutes=10)
+    entry = merge(entry, lookup.Result(BANK, BANK, "unreachable"), right_again)
+    assert entry.held and entry.effective(right_again).authenticated
+    # With the clock going forward as it should, a lookup still starts a new lifetime.
+    later = NOW + dt.timedelta(minutes=20)
+    assert merge(entry, found(later), later).decision.held_until == later + dt.timedelta(hours=1)
