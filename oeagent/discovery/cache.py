@@ -31,6 +31,7 @@ from typing import Any
 from oeagent.advertisement import Advertisement
 from oeagent.discovery.claims import BEFORE_RECORDS, Claim
 from oeagent.discovery.lookup import Result
+from oeagent.errors import StateError
 from oeagent.state import StateDir
 
 FILE = "peers.json"
@@ -276,11 +277,23 @@ class PeerCache:
     def __init__(self, state: StateDir) -> None:
         self.state = state
         self.path = state.root / FILE
-        raw = state.read_json(self.path) or {"version": VERSION, "peers": {}}
-        self.entries: dict[str, Entry] = {
-            peer: Entry.from_json(entry) for peer, entry in raw.get("peers", {}).items()
-        }
-        self.installed: dict[str, InstalledKey] = dict(raw.get("installed", {}))
+        raw = state.read_json(self.path)
+        if raw is None:
+            raw = {"version": VERSION, "peers": {}}
+        # Refuse a damaged file rather than read it as fewer peers: a cache without its
+        # peers would hand every enforce peer to NULL OE at the next refresh.
+        try:
+            if raw.get("version") != VERSION:
+                raise ValueError(f"version {raw.get('version')!r}, not {VERSION}")
+            self.entries: dict[str, Entry] = {
+                peer: Entry.from_json(entry) for peer, entry in raw["peers"].items()
+            }
+            self.installed: dict[str, InstalledKey] = dict(raw.get("installed", {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise StateError(f"{self.path} is not a peer cache this oeagent can read ({what}); "
+                             "the installed policy is left as it is: move the file aside to "
+                             "look every peer up again as on first contact") from None
         """Per peer, the decision key the installed policy was rendered from (absent: the
         peer got no conn of its own, as for a clear-or-null decision)."""
         self.claims_after = max((t for e in self.entries.values()

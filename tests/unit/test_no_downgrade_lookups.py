@@ -213,3 +213,45 @@ def test_a_lookup_made_while_the_clock_is_set_back_does_not_shorten_the_hold() -
     # With the clock going forward as it should, a lookup still starts a new lifetime.
     later = NOW + dt.timedelta(minutes=20)
     assert merge(entry, found(later), later).decision.held_until == later + dt.timedelta(hours=1)
+
+
+# ---- the cache file --------------------------------------------------------------------------
+
+def _damaged(good: dict[str, Any]) -> dict[str, Any]:
+    entry = next(iter(good["peers"].values()))
+    return {
+        "no peers": {k: v for k, v in good.items() if k != "peers"},
+        "an empty object": {},
+        "another version": {**good, "version": 99},
+        "peers not an object": {**good, "peers": [entry]},
+        "an entry without its status": {**good, "peers": {BANK: {
+            k: v for k, v in entry.items() if k != "last_status"}}},
+        "an advertisement with an unknown field": {**good, "peers": {BANK: {
+            **entry, "advertisement": {**entry["advertisement"], "extra": 1}}}},
+        "a time that is not one": {**good, "peers": {BANK: {**entry, "held_until": "soon"}}},
+    }
+
+
+@pytest.mark.parametrize("damage", _damaged({"peers": {BANK: {"advertisement": {}}}}))
+def test_a_damaged_peer_cache_is_refused_not_read_as_empty(
+        tmp_path: Any, damage: str) -> None:
+    """Before: a peers.json without its ``peers`` (or an empty object) read as a cache with no
+    peer, so the next refresh found every enforce peer changed to NULL OE and re-applied the
+    policy without them; other damage ended in an internal error (KeyError, TypeError). Now
+    each is a StateError naming the file, and nothing is re-applied."""
+    from oeagent.discovery.cache import PeerCache
+    from oeagent.errors import StateError
+    from oeagent.state import StateDir
+
+    state = StateDir(tmp_path)
+    state.ensure()
+    cache = PeerCache(state)
+    cache.update(lookup.Result(BANK, BANK, "authenticated", "dns", SIGNED,
+                               NOW + dt.timedelta(hours=1), (V4,)), NOW)
+    cache.record_installed(cache.effective_keys(NOW), "digest")
+    cache.save()
+    good = state.read_json(cache.path)
+    assert good is not None
+    state.write_json(cache.path, _damaged(good)[damage])
+    with pytest.raises(StateError, match=r"peers\.json"):
+        PeerCache(state)
