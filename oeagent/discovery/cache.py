@@ -193,7 +193,8 @@ def merge(old: Entry | None, result: Result, now: dt.datetime,
     ``claims_after``: the newest claim date already recorded (``PeerCache``); a claim first
     made now is dated after it even when the clock says otherwise."""
     reasons = tuple(result.reasons)
-    failed = _held_back(old, result, now)
+    failed, why = _held_back(old, result, now)
+    reasons += (why,) if why else ()
     if (result.status == "authenticated" or result.released) and not failed:
         decision = Decision(result.peer, result.fqdn, result.advertisement, result.expires,
                             result.addresses, result.source,
@@ -224,9 +225,9 @@ def _no_earlier(decision: Decision, kept: Decision) -> Decision:
     return decision
 
 
-def _held_back(old: Entry | None, result: Result, now: dt.datetime) -> str:
-    """The failure that keeps ``result``, though it found an advertisement, from replacing
-    the one ``old`` holds (the status to record); "" when it may.
+def _held_back(old: Entry | None, result: Result, now: dt.datetime) -> tuple[str, str]:
+    """What keeps ``result``, though it found an advertisement, from replacing the one
+    ``old`` holds: (the status to record, a reason to add); ("", "") when it may.
 
     A lookup whose A or AAAA query failed has only some of the name's addresses: replacing
     the held decision with it would take the conn (and the drop) off the others, which is a
@@ -238,18 +239,35 @@ def _held_back(old: Entry | None, result: Result, now: dt.datetime) -> str:
     rests on a weaker proof (a certificate for the name; ``oeagent.discovery.claims`` ranks
     it below DNSSEC), so blocking DNS would let whoever can serve one change or release the
     peer. After a validated answer that the name no longer advertises in DNS, the document
-    counts."""
+    counts.
+
+    A held address that the document still covers (it lists the address, or lists none) and
+    that only an unsigned A/AAAA answer left out is no validated change: whoever is on the
+    DNS path can forge that answer (pointing the name at a relay to the real server, which
+    still delivers the genuine document), and the peer would lose its conn there. The held
+    decision stays until it expires; a signed answer, or the document, drops an address at
+    once."""
     if old is None:
-        return ""
+        return "", ""
     kept = old.effective(now)
     if not kept.authenticated:
-        return ""
+        return "", ""
     if result.status == "authenticated" and result.incomplete:
-        return result.incomplete
+        return result.incomplete, ""
     # An unknown proof (a cache written before it was recorded) may be DNSSEC: held alike.
     if kept.source != "https" and result.source == "https" and result.dns_failure:
-        return result.dns_failure
-    return ""
+        return result.dns_failure, ""
+    ad = result.advertisement
+    if (result.status == "authenticated" and result.unsigned_addresses and ad is not None
+            and kept.fqdn == result.fqdn):
+        gone = [a for a in kept.addresses
+                if a not in result.addresses and (not ad.addresses or a in ad.addresses)]
+        if gone:
+            verb = "is" if len(gone) == 1 else "are"
+            return result.status, (
+                f"HTTPS: {', '.join(gone)} {verb} no longer in {result.fqdn}'s unsigned A/AAAA "
+                "records, but the document still covers it: not a validated change")
+    return "", ""
 
 
 def _since(old: Entry | None, result: Result, now: dt.datetime,

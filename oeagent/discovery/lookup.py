@@ -64,6 +64,10 @@ class Result:
     """``bogus`` or ``unreachable`` when an A or AAAA query for the name failed: ``addresses``
     may lack some of the name's, so this result must not replace a held advertisement's
     (``oeagent.discovery.cache.merge``); empty when every address query was answered."""
+    unsigned_addresses: bool = False
+    """An A or AAAA answer for the name was not DNSSEC-secure: an address it left out may
+    have been removed by whoever is on the DNS path (``cache.merge`` does not drop a held
+    address for it while the document still covers the address)."""
     dns_failure: str = ""
     """``bogus``, ``unreachable`` or ``invalid`` when the advertisement came over HTTPS after
     the DNS lookup failed: it must not replace a held DNSSEC-signed advertisement, which the
@@ -162,7 +166,11 @@ class Discoverer:
                     result.reasons.append(answer.reason or f"DNS: {name} {rdtype}: "
                                           f"{answer.security.value}")
                     result.incomplete = result.incomplete or answer.security.value
+                elif answer.security is not Security.SECURE:
+                    result.unsigned_addresses = True
                 continue
+            if answer.security is not Security.SECURE:
+                result.unsigned_addresses = True
             for rdata in answer.rrset:
                 address = ipaddress.ip_address(rdata.address)  # parsed once: every peer has some
                 if not address.is_unspecified:

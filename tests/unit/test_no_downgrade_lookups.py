@@ -255,3 +255,68 @@ def test_a_damaged_peer_cache_is_refused_not_read_as_empty(
     state.write_json(cache.path, _damaged(good)[damage])
     with pytest.raises(StateError, match=r"peers\.json"):
         PeerCache(state)
+
+
+# ---- an HTTPS peer's addresses rest on unsigned DNS ------------------------------------------
+
+PROXY = "203.0.113.66"
+
+
+def unsigned_zone(*addresses: str) -> dict[tuple[str, str], tuple[str, list[str]]]:
+    """bank.example in an unsigned zone (no _oe record: HTTPS is its only proof)."""
+    return {(f"{BANK}.", "A"): ("insecure", list(addresses)),
+            (f"{BANK}.", "AAAA"): ("insecure", []),
+            (f"_oe.{BANK}.", "TXT"): ("insecure", [])}
+
+
+@pytest.mark.parametrize("listed", [(V4,), ()], ids=["document lists it", "document lists none"])
+def test_a_forged_unsigned_answer_does_not_take_an_https_peers_address(
+        monkeypatch: pytest.MonkeyPatch, listed: tuple[str, ...]) -> None:
+    """Before: an attacker on the DNS path answered the peer's (unsigned) A query with an
+    address of its own that relays TCP to the real server; the fetch got the genuine
+    document through it, the addresses became the document's ∩ the forged answer (none; or,
+    with a document listing none, only the relay), and that replaced the held decision: the
+    enforce peer's real address fell to NULL OE, which the same attacker can intercept."""
+    doc = Advertisement(BANK, "ecdsa", (OTHER_KEY,), "enforce", 3600, listed)
+    discoverer = https_discoverer(monkeypatch, doc)
+    _fake_dns(monkeypatch, unsigned_zone(V4))
+    entry = merge(None, discoverer.lookup(BANK, NOW), NOW)
+    assert entry.decision.source == "https" and entry.decision.addresses == (V4,)
+    _fake_dns(monkeypatch, unsigned_zone(PROXY))
+    later = NOW + dt.timedelta(minutes=2)
+    after = merge(entry, discoverer.lookup(BANK, later), later)
+    assert after.held and after.effective(later) == entry.decision
+    assert any(f"{V4} is no longer in" in r for r in after.reasons), after.reasons
+    # Once the held advertisement expires, the answer counts as on first contact.
+    expired = NOW + dt.timedelta(hours=1, minutes=1)
+    assert merge(after, discoverer.lookup(BANK, expired), expired).decision.addresses == (
+        () if listed else (PROXY,))
+
+
+def test_an_https_peer_moves_when_its_document_drops_the_address(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The document is authenticated: an address it no longer lists goes at once."""
+    discoverer = https_discoverer(
+        monkeypatch, Advertisement(BANK, "ecdsa", (OTHER_KEY,), "enforce", 3600, (V4,)))
+    _fake_dns(monkeypatch, unsigned_zone(V4))
+    entry = merge(None, discoverer.lookup(BANK, NOW), NOW)
+    discoverer = https_discoverer(
+        monkeypatch, Advertisement(BANK, "ecdsa", (OTHER_KEY,), "enforce", 3600, (PROXY,)))
+    _fake_dns(monkeypatch, unsigned_zone(PROXY))
+    later = NOW + dt.timedelta(minutes=2)
+    after = merge(entry, discoverer.lookup(BANK, later), later)
+    assert not after.held and after.decision.addresses == (PROXY,)
+
+
+def test_an_https_peer_moves_when_a_signed_answer_drops_the_address(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signed A/AAAA answer (no _oe record, a document instead) is validated: it counts."""
+    discoverer = https_discoverer(monkeypatch, Advertisement(BANK, "ecdsa", (OTHER_KEY,)))
+    signed = {**signed_zone(TXT=("secure", [])), (f"{BANK}.", "AAAA"): ("secure", [])}
+    _fake_dns(monkeypatch, signed)
+    entry = merge(None, discoverer.lookup(BANK, NOW), NOW)
+    assert entry.decision.source == "https" and entry.decision.addresses == (V4,)
+    _fake_dns(monkeypatch, {**signed, (f"{BANK}.", "A"): ("secure", [PROXY])})
+    later = NOW + dt.timedelta(minutes=2)
+    after = merge(entry, discoverer.lookup(BANK, later), later)
+    assert not after.held and after.decision.addresses == (PROXY,)
