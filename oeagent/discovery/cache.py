@@ -199,7 +199,7 @@ def merge(old: Entry | None, result: Result, now: dt.datetime,
         decision = Decision(result.peer, result.fqdn, result.advertisement, result.expires,
                             result.addresses, result.source,
                             _since(old, result, now, claims_after))
-        if old is not None and now < old.checked_at:
+        if old is not None:
             decision = _no_earlier(decision, old.effective(now))
         return Entry(decision, result.status, now, reasons, held=False, obtained_at=now)
     if old is not None:
@@ -214,10 +214,13 @@ def merge(old: Entry | None, result: Result, now: dt.datetime,
 
 
 def _no_earlier(decision: Decision, kept: Decision) -> Decision:
-    """``decision`` found again what ``kept`` holds, by a clock set back behind the last
-    lookup: its expiry, dated by that clock, may lie before the one held, and once the clock
-    is right the peer would have expired at once. The earlier answer promised the held
-    expiry, so that stands (a different advertisement starts its own lifetime)."""
+    """``decision`` found again exactly what ``kept`` holds: it keeps the later expiry.
+
+    The earlier answer promised the held one. A new expiry before it comes from a clock set
+    back (dated by that clock, it would expire as soon as the clock is right again, on every
+    lookup made while it was behind) or a peer that shortened its TTL or max_age without
+    changing anything else (it withdraws with ``mode=none``). A different advertisement
+    starts its own lifetime."""
     until, held = decision.held_until, kept.held_until
     if (kept.authenticated and kept.key() == decision.key() and until is not None
             and held is not None and held > until):

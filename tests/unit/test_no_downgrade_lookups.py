@@ -207,6 +207,10 @@ def test_a_lookup_made_while_the_clock_is_set_back_does_not_shorten_the_hold() -
     back = NOW - dt.timedelta(days=1)
     entry = merge(entry, found(back), back)
     assert entry.decision.held_until == NOW + dt.timedelta(hours=1)
+    # ... and again while the clock is still behind: each lookup is then later than the last.
+    still_back = back + dt.timedelta(minutes=45)
+    entry = merge(entry, found(still_back), still_back)
+    assert entry.decision.held_until == NOW + dt.timedelta(hours=1)
     right_again = NOW + dt.timedelta(minutes=10)
     entry = merge(entry, lookup.Result(BANK, BANK, "unreachable"), right_again)
     assert entry.held and entry.effective(right_again).authenticated
