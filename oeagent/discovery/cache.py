@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -261,15 +262,16 @@ def _held_back(old: Entry | None, result: Result, now: dt.datetime) -> tuple[str
     if kept.source != "https" and result.source == "https" and result.dns_failure:
         return result.dns_failure, ""
     ad = result.advertisement
-    if (result.status == "authenticated" and result.unsigned_addresses and ad is not None
+    if (result.status == "authenticated" and result.unsigned_families and ad is not None
             and kept.fqdn == result.fqdn):
         gone = [a for a in kept.addresses
-                if a not in result.addresses and (not ad.addresses or a in ad.addresses)]
+                if a not in result.addresses and (not ad.addresses or a in ad.addresses)
+                and ipaddress.ip_address(a).version in result.unsigned_families]
         if gone:
             verb = "is" if len(gone) == 1 else "are"
             return result.status, (
-                f"HTTPS: {', '.join(gone)} {verb} no longer in {result.fqdn}'s unsigned A/AAAA "
-                "records, but the document still covers it: not a validated change")
+                f"{', '.join(gone)} {verb} no longer in {result.fqdn}'s unsigned A/AAAA "
+                "records, but the advertisement still covers it: not a validated change")
     return "", ""
 
 

@@ -64,10 +64,11 @@ class Result:
     """``bogus`` or ``unreachable`` when an A or AAAA query for the name failed: ``addresses``
     may lack some of the name's, so this result must not replace a held advertisement's
     (``oeagent.discovery.cache.merge``); empty when every address query was answered."""
-    unsigned_addresses: bool = False
-    """An A or AAAA answer for the name was not DNSSEC-secure: an address it left out may
-    have been removed by whoever is on the DNS path (``cache.merge`` does not drop a held
-    address for it while the document still covers the address)."""
+    unsigned_families: tuple[int, ...] = ()
+    """The IP versions (4, 6) whose A or AAAA answer for the name was not DNSSEC-secure: an
+    address of that version that the answer left out may have been removed by whoever is on
+    the DNS path (``cache.merge`` does not drop a held address for it while the document
+    still covers the address)."""
     dns_failure: str = ""
     """``bogus``, ``unreachable`` or ``invalid`` when the advertisement came over HTTPS after
     the DNS lookup failed: it must not replace a held DNSSEC-signed advertisement, which the
@@ -167,10 +168,10 @@ class Discoverer:
                                           f"{answer.security.value}")
                     result.incomplete = result.incomplete or answer.security.value
                 elif answer.security is not Security.SECURE:
-                    result.unsigned_addresses = True
+                    result.unsigned_families += (4 if rdtype == "A" else 6,)
                 continue
             if answer.security is not Security.SECURE:
-                result.unsigned_addresses = True
+                result.unsigned_families += (4 if rdtype == "A" else 6,)
             for rdata in answer.rrset:
                 address = ipaddress.ip_address(rdata.address)  # parsed once: every peer has some
                 if not address.is_unspecified:

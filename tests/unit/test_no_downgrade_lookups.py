@@ -290,7 +290,8 @@ def test_a_forged_unsigned_answer_does_not_take_an_https_peers_address(
     later = NOW + dt.timedelta(minutes=2)
     after = merge(entry, discoverer.lookup(BANK, later), later)
     assert after.held and after.effective(later) == entry.decision
-    assert any(f"{V4} is no longer in" in r for r in after.reasons), after.reasons
+    assert any(f"{V4} is no longer in {BANK}'s unsigned A/AAAA records" in r
+               for r in after.reasons), after.reasons
     # Once the held advertisement expires, the answer counts as on first contact.
     expired = NOW + dt.timedelta(hours=1, minutes=1)
     assert merge(after, discoverer.lookup(BANK, expired), expired).decision.addresses == (
@@ -324,3 +325,18 @@ def test_an_https_peer_moves_when_a_signed_answer_drops_the_address(
     later = NOW + dt.timedelta(minutes=2)
     after = merge(entry, discoverer.lookup(BANK, later), later)
     assert not after.held and after.decision.addresses == (PROXY,)
+
+
+def test_an_unsigned_answer_of_the_other_family_does_not_hold_a_validated_move(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the family whose answer was unsigned is in doubt: a signed A answer that moved
+    the peer counts although its AAAA answer is unsigned."""
+    discoverer = https_discoverer(monkeypatch, Advertisement(BANK, "ecdsa", (OTHER_KEY,)))
+    signed = {**signed_zone(TXT=("secure", [])), (f"{BANK}.", "AAAA"): ("insecure", [V6])}
+    _fake_dns(monkeypatch, signed)
+    entry = merge(None, discoverer.lookup(BANK, NOW), NOW)
+    assert entry.decision.addresses == (V4, V6)
+    _fake_dns(monkeypatch, {**signed, (f"{BANK}.", "A"): ("secure", [PROXY])})
+    later = NOW + dt.timedelta(minutes=2)
+    after = merge(entry, discoverer.lookup(BANK, later), later)
+    assert not after.held and after.decision.addresses == (PROXY, V6)
