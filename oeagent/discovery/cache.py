@@ -284,14 +284,15 @@ def _since(old: Entry | None, result: Result, now: dt.datetime,
     clock set back must not make a claim made today older than one recorded yesterday."""
     if result.released:
         return {}
+    first = now
     if claims_after is not None and now <= claims_after:
-        now = claims_after + dt.timedelta(microseconds=1)
+        first = claims_after + dt.timedelta(microseconds=1)
     before: Mapping[str, dt.datetime] = {}
     if old is not None:
         kept = old.effective(now)
         if kept.authenticated and kept.fqdn == result.fqdn:
             before = kept.since
-    return {a: before.get(a, now) for a in result.addresses}
+    return {a: before.get(a, first) for a in result.addresses}
 
 
 class PeerCache:

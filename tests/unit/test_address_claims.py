@@ -284,3 +284,22 @@ def test_a_clock_set_back_does_not_date_a_new_claim_before_the_recorded_ones(
     [conflict] = claims.resolve(model.peer_claims(decisions))[1]
     assert [c.name for c in conflict.lost] == ["aaa.example", EVIL]
     assert conflict.lost[0].since == conflict.lost[1].since > NOW
+
+
+def test_a_claim_held_at_the_real_time_keeps_its_date_when_the_clock_is_behind(
+        tmp_path: Path) -> None:
+    """The date given to a new claim (after the newest on record) is not the time at which
+    the held decision is judged: a claim held until just after that date stays the same."""
+    state = StateDir(tmp_path)
+    state.ensure()
+    cache = PeerCache(state)
+    cache.update(dataclasses.replace(authenticated(BANK, "https", (SHARED,)),
+                                     expires=NOW + dt.timedelta(hours=1)), NOW)
+    newest = NOW + dt.timedelta(hours=2)
+    cache.update(authenticated(EVIL, "https", ("203.0.113.5",)), newest)
+    cache.save()
+    back = NOW + dt.timedelta(minutes=30)  # the bank's claim is held until NOW + 1 h
+    cache = PeerCache(state)
+    entry, _ = cache.update(authenticated(BANK, "https", (SHARED, "203.0.113.9")), back)
+    assert entry.decision.since == {SHARED: NOW,
+                                    "203.0.113.9": newest + dt.timedelta(microseconds=1)}
