@@ -21,7 +21,9 @@ after ``retry_failed`` or ``retry_none``. ``next_due`` says when the next of the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from typing import Any
 from oeagent.advertisement import Advertisement
 from oeagent.discovery.claims import BEFORE_RECORDS, Claim
 from oeagent.discovery.lookup import Result
+from oeagent.errors import StateError
 from oeagent.state import StateDir
 
 FILE = "peers.json"
@@ -184,35 +187,112 @@ class Entry:
                    dt.datetime.fromisoformat(obtained_at) if obtained_at else None)
 
 
-def merge(old: Entry | None, result: Result, now: dt.datetime) -> Entry:
-    """The new entry for a peer after ``result``; the heart of no-downgrade."""
+def merge(old: Entry | None, result: Result, now: dt.datetime,
+          claims_after: dt.datetime | None = None) -> Entry:
+    """The new entry for a peer after ``result``; the heart of no-downgrade.
+
+    ``claims_after``: the newest claim date already recorded (``PeerCache``); a claim first
+    made now is dated after it even when the clock says otherwise."""
     reasons = tuple(result.reasons)
-    if result.status == "authenticated" or result.released:
+    failed, why = _held_back(old, result, now)
+    reasons += (why,) if why else ()
+    if (result.status == "authenticated" or result.released) and not failed:
         decision = Decision(result.peer, result.fqdn, result.advertisement, result.expires,
-                            result.addresses, result.source, _since(old, result, now))
+                            result.addresses, result.source,
+                            _since(old, result, now, claims_after))
+        if old is not None:
+            decision = _no_earlier(decision, old.effective(now))
         return Entry(decision, result.status, now, reasons, held=False, obtained_at=now)
     if old is not None:
         kept = old.effective(now)
         if kept.authenticated:
             note = f"kept the {kept.advertisement.mode} advertisement until "  # type: ignore[union-attr]
             note += f"{kept.held_until.isoformat() if kept.held_until else '?'}"
-            return Entry(kept, result.status, now, (*reasons, note), held=True,
+            return Entry(kept, failed or result.status, now, (*reasons, note), held=True,
                          obtained_at=old.obtained_at or old.checked_at)
     decision = Decision(result.peer, result.fqdn, None, None, result.addresses)
     return Entry(decision, result.status, now, reasons, held=False)
 
 
-def _since(old: Entry | None, result: Result, now: dt.datetime) -> dict[str, dt.datetime]:
+def _no_earlier(decision: Decision, kept: Decision) -> Decision:
+    """``decision`` found again exactly what ``kept`` holds: it keeps the later expiry.
+
+    The earlier answer promised the held one. A new expiry before it comes from a clock set
+    back (dated by that clock, it would expire as soon as the clock is right again, on every
+    lookup made while it was behind) or a peer that shortened its TTL or max_age without
+    changing anything else (it withdraws with ``mode=none``). A different advertisement
+    starts its own lifetime."""
+    until, held = decision.held_until, kept.held_until
+    if (kept.authenticated and kept.key() == decision.key() and until is not None
+            and held is not None and held > until):
+        return dataclasses.replace(decision, held_until=held)
+    return decision
+
+
+def _held_back(old: Entry | None, result: Result, now: dt.datetime) -> tuple[str, str]:
+    """What keeps ``result``, though it found an advertisement, from replacing the one
+    ``old`` holds: (the status to record, a reason to add); ("", "") when it may.
+
+    A lookup whose A or AAAA query failed has only some of the name's addresses: replacing
+    the held decision with it would take the conn (and the drop) off the others, which is a
+    downgrade that whoever can block one query could cause at will. A release (``mode=none``)
+    does not depend on the addresses, so it still counts.
+
+    A held DNSSEC-signed advertisement is not replaced (nor released) by an HTTPS document
+    found because the DNS lookup failed: the failed answer may still hold it, and a document
+    rests on a weaker proof (a certificate for the name; ``oeagent.discovery.claims`` ranks
+    it below DNSSEC), so blocking DNS would let whoever can serve one change or release the
+    peer. After a validated answer that the name no longer advertises in DNS, the document
+    counts.
+
+    A held address that the document still covers (it lists the address, or lists none) and
+    that only an unsigned A/AAAA answer left out is no validated change: whoever is on the
+    DNS path can forge that answer (pointing the name at a relay to the real server, which
+    still delivers the genuine document), and the peer would lose its conn there. The held
+    decision stays until it expires; a signed answer, or the document, drops an address at
+    once."""
+    if old is None:
+        return "", ""
+    kept = old.effective(now)
+    if not kept.authenticated:
+        return "", ""
+    if result.status == "authenticated" and result.incomplete:
+        return result.incomplete, ""
+    # An unknown proof (a cache written before it was recorded) may be DNSSEC: held alike.
+    if kept.source != "https" and result.source == "https" and result.dns_failure:
+        return result.dns_failure, ""
+    ad = result.advertisement
+    if (result.status == "authenticated" and result.unsigned_families and ad is not None
+            and kept.fqdn == result.fqdn):
+        gone = [a for a in kept.addresses
+                if a not in result.addresses and (not ad.addresses or a in ad.addresses)
+                and ipaddress.ip_address(a).version in result.unsigned_families]
+        if gone:
+            verb = "is" if len(gone) == 1 else "are"
+            return result.status, (
+                f"{', '.join(gone)} {verb} no longer in {result.fqdn}'s unsigned A/AAAA "
+                "records, but the advertisement still covers it: not a validated change")
+    return "", ""
+
+
+def _since(old: Entry | None, result: Result, now: dt.datetime,
+           claims_after: dt.datetime | None = None) -> dict[str, dt.datetime]:
     """A claim keeps its first date while the peer keeps claiming the address under the same
-    name; a new address, or one claimed again after a release or expiry, starts now."""
+    name; a new address, or one claimed again after a release or expiry, starts now -- or,
+    when the clock was set back behind ``claims_after`` (the newest claim recorded before),
+    just after that: the older claim keeps an address (``oeagent.discovery.claims``), so a
+    clock set back must not make a claim made today older than one recorded yesterday."""
     if result.released:
         return {}
+    first = now
+    if claims_after is not None and now <= claims_after:
+        first = claims_after + dt.timedelta(microseconds=1)
     before: Mapping[str, dt.datetime] = {}
     if old is not None:
         kept = old.effective(now)
         if kept.authenticated and kept.fqdn == result.fqdn:
             before = kept.since
-    return {a: before.get(a, now) for a in result.addresses}
+    return {a: before.get(a, first) for a in result.addresses}
 
 
 class PeerCache:
@@ -221,13 +301,28 @@ class PeerCache:
     def __init__(self, state: StateDir) -> None:
         self.state = state
         self.path = state.root / FILE
-        raw = state.read_json(self.path) or {"version": VERSION, "peers": {}}
-        self.entries: dict[str, Entry] = {
-            peer: Entry.from_json(entry) for peer, entry in raw.get("peers", {}).items()
-        }
-        self.installed: dict[str, InstalledKey] = dict(raw.get("installed", {}))
+        raw = state.read_json(self.path)
+        if raw is None:
+            raw = {"version": VERSION, "peers": {}}
+        # Refuse a damaged file rather than read it as fewer peers: a cache without its
+        # peers would hand every enforce peer to NULL OE at the next refresh.
+        try:
+            if raw.get("version") != VERSION:
+                raise ValueError(f"version {raw.get('version')!r}, not {VERSION}")
+            self.entries: dict[str, Entry] = {
+                peer: Entry.from_json(entry) for peer, entry in raw["peers"].items()
+            }
+            self.installed: dict[str, InstalledKey] = dict(raw.get("installed", {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise StateError(f"{self.path} is not a peer cache this oeagent can read ({what}); "
+                             "the installed policy is left as it is: move the file aside to "
+                             "look every peer up again as on first contact") from None
         """Per peer, the decision key the installed policy was rendered from (absent: the
         peer got no conn of its own, as for a clear-or-null decision)."""
+        self.claims_after = max((t for e in self.entries.values()
+                                 for t in e.decision.since.values()), default=None)
+        """The newest claim date in the file: claims made by this run are dated after it."""
         self.installed_policy: str | None = raw.get("installed_policy")
         """A digest of the policy file written with those decisions: when the file differs,
         someone else (a one-shot ``oeagent policy``) installed it and the keys say nothing."""
@@ -235,7 +330,7 @@ class PeerCache:
     def update(self, result: Result, now: dt.datetime) -> tuple[Entry, bool]:
         """Merge ``result``; return the new entry and whether its decision now differs from
         the one the installed policy holds (so the policy must be re-applied)."""
-        new = merge(self.entries.get(result.peer), result, now)
+        new = merge(self.entries.get(result.peer), result, now, self.claims_after)
         self.entries[result.peer] = new
         return new, self.differs(result.peer, now)
 

@@ -60,6 +60,19 @@ class Result:
     txt_id: str | None = None
     notes: list[str] = field(default_factory=list)
     """What the operator should see even when the peer is authenticated (addresses dropped)."""
+    incomplete: str = ""
+    """``bogus`` or ``unreachable`` when an A or AAAA query for the name failed: ``addresses``
+    may lack some of the name's, so this result must not replace a held advertisement's
+    (``oeagent.discovery.cache.merge``); empty when every address query was answered."""
+    unsigned_families: tuple[int, ...] = ()
+    """The IP versions (4, 6) whose A or AAAA answer for the name was not DNSSEC-secure: an
+    address of that version that the answer left out may have been removed by whoever is on
+    the DNS path (``cache.merge`` does not drop a held address for it while the document
+    still covers the address)."""
+    dns_failure: str = ""
+    """``bogus``, ``unreachable`` or ``invalid`` when the advertisement came over HTTPS after
+    the DNS lookup failed: it must not replace a held DNSSEC-signed advertisement, which the
+    failed answer may well still hold."""
 
     @property
     def released(self) -> bool:
@@ -135,6 +148,9 @@ class Discoverer:
                 result.fqdn = candidate
                 return self._lookup_name(result, now, reverse=reverse)
             result.reasons.append(f"{candidate} does not map back to {address} (signed)")
+        if result.incomplete:
+            # Not "none": the forward query failed, so nothing shows the name is not there.
+            result.status = result.incomplete
         return result
 
     def _signed_addresses(self, fqdn: str, result: Result) -> list[str]:
@@ -148,8 +164,14 @@ class Discoverer:
             answer = self._query(name, rdtype)
             if answer.rrset is None:
                 if answer.security in (Security.BOGUS, Security.UNREACHABLE):
-                    result.reasons.append(answer.reason)
+                    result.reasons.append(answer.reason or f"DNS: {name} {rdtype}: "
+                                          f"{answer.security.value}")
+                    result.incomplete = result.incomplete or answer.security.value
+                elif answer.security is not Security.SECURE:
+                    result.unsigned_families += (4 if rdtype == "A" else 6,)
                 continue
+            if answer.security is not Security.SECURE:
+                result.unsigned_families += (4 if rdtype == "A" else 6,)
             for rdata in answer.rrset:
                 address = ipaddress.ip_address(rdata.address)  # parsed once: every peer has some
                 if not address.is_unspecified:
@@ -165,12 +187,18 @@ class Discoverer:
         result.addresses = _at_most([a for a, _ in resolved], result)
         secure = tuple(a for a in result.addresses if (a, True) in resolved)
         dns_failure = self._from_dns(result, name, reverse, now, secure)
-        if result.advertisement is not None:
-            return result
-        if self.tls is not None:
+        if result.advertisement is None and self.tls is not None:
             self._from_https(result, fqdn, now)
-            if result.advertisement is not None:
-                return result
+            if result.advertisement is not None and dns_failure is not None:
+                result.dns_failure = dns_failure
+                result.notes.append(f"DNS failed ({dns_failure}): the HTTPS document does not "
+                                    "replace a DNSSEC-signed advertisement held from before")
+        if result.advertisement is not None:
+            if result.incomplete and not result.released:
+                result.notes.append(f"DNS: an address query for {fqdn} failed "
+                                    f"({result.incomplete}): addresses may be missing, so an "
+                                    "advertisement held from before keeps its own")
+            return result
         if dns_failure is not None:
             result.status = dns_failure
         return result

@@ -257,3 +257,49 @@ def test_no_address_is_ever_in_two_peer_conns(
     expected = {a for a in owners
                 if not a.startswith("10.") and (ipv6 or ":" not in a)}
     assert kept == expected
+
+
+def test_a_clock_set_back_does_not_date_a_new_claim_before_the_recorded_ones(
+        tmp_path: Path) -> None:
+    """Before: a new claim was dated with the clock as it was. With the clock set back (a
+    host booting without a real-time clock, a bad NTP step), a name discovered now was dated
+    before the bank's recorded claim and took its address: the bank lost its conn there."""
+    state = StateDir(tmp_path)
+    state.ensure()
+    cache = PeerCache(state)
+    cache.update(authenticated(BANK, "https", (SHARED,)), NOW)
+    cache.save()
+    back = NOW - dt.timedelta(days=1)
+    cache = PeerCache(state)
+    evil = dataclasses.replace(authenticated(EVIL, "https", (SHARED,)),
+                               expires=back + dt.timedelta(days=1))
+    other = dataclasses.replace(authenticated("aaa.example", "https", (SHARED,)),
+                                expires=back + dt.timedelta(days=1))
+    cache.update(evil, back)
+    cache.update(other, back)
+    cache.save()
+    decisions = PeerCache(state).decisions(back)
+    assert conns(build(decisions)) == [(BANK, SHARED, "enforce")]
+    # Claims first recorded in one run still tie with each other (decided by name).
+    [conflict] = claims.resolve(model.peer_claims(decisions))[1]
+    assert [c.name for c in conflict.lost] == ["aaa.example", EVIL]
+    assert conflict.lost[0].since == conflict.lost[1].since > NOW
+
+
+def test_a_claim_held_at_the_real_time_keeps_its_date_when_the_clock_is_behind(
+        tmp_path: Path) -> None:
+    """The date given to a new claim (after the newest on record) is not the time at which
+    the held decision is judged: a claim held until just after that date stays the same."""
+    state = StateDir(tmp_path)
+    state.ensure()
+    cache = PeerCache(state)
+    cache.update(dataclasses.replace(authenticated(BANK, "https", (SHARED,)),
+                                     expires=NOW + dt.timedelta(hours=1)), NOW)
+    newest = NOW + dt.timedelta(hours=2)
+    cache.update(authenticated(EVIL, "https", ("203.0.113.5",)), newest)
+    cache.save()
+    back = NOW + dt.timedelta(minutes=30)  # the bank's claim is held until NOW + 1 h
+    cache = PeerCache(state)
+    entry, _ = cache.update(authenticated(BANK, "https", (SHARED, "203.0.113.9")), back)
+    assert entry.decision.since == {SHARED: NOW,
+                                    "203.0.113.9": newest + dt.timedelta(microseconds=1)}
