@@ -96,8 +96,9 @@ class Decision:
         """The addresses this decision would give a per-peer conn, with proof and age."""
         if not self.authenticated or self.fqdn is None:
             return []
-        return [Claim(self.fqdn, a, self.source, self.since.get(a, BEFORE_RECORDS))
-                for a in self.addresses]
+        assert self.advertisement is not None
+        return [Claim(self.fqdn, a, self.source, self.since.get(a, BEFORE_RECORDS),
+                      self.advertisement.mode) for a in self.addresses]
 
     def key(self) -> tuple[Any, ...]:
         """What the generated policy depends on; a change here means re-apply the policy."""

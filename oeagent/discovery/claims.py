@@ -5,11 +5,16 @@ claiming one address would make every packet to it fail one of the two conns, so
 could cut this host off from an address it does not own (point its own A record at a bank's
 address). Each address therefore gets at most one name, chosen by, in order:
 
-1. proof: the operator's ``policy.peers`` over DNSSEC-signed records over an HTTPS document
-   (whose addresses rest on unsigned DNS);
-2. age: the claim the peer cache recorded first keeps the address, so a name added later
-   cannot take it over;
-3. the name, alphabetically, when neither claim is stronger or older (both first seen in the
+1. the operator's word: ``policy.peers`` over anything discovered;
+2. the promise: ``enforce`` over ``testing``. A testing conn passes traffic in clear when the
+   peer fails to authenticate, so a testing claim winning an address that another name
+   promised to protect would turn that promise into cleartext: a name with a signed zone
+   pointing its A record at an HTTPS-advertised enforce peer would do just that. The other
+   way round costs at most the denial of service any winning impostor causes;
+3. proof: DNSSEC-signed records over an HTTPS document (whose addresses rest on unsigned DNS);
+4. age: the claim the peer cache recorded first keeps the address, so a name added later
+   cannot take it over from an equal;
+5. the name, alphabetically, when neither claim is stronger or older (both first seen in the
    same run): arbitrary but stable, and reported as such.
 
 The losers get no conn for that address (NULL OE or clear, as for any other host); the
@@ -40,13 +45,23 @@ class Claim:
     """``config``, ``dns`` or ``https``; anything else (an older cache) ranks as HTTPS."""
     since: dt.datetime
     """When the peer cache first recorded this name with this address."""
+    mode: str = "enforce"
+    """``enforce`` or ``testing``: what the name promised for its conn."""
 
     @property
     def strength(self) -> int:
         return _STRENGTH.get(self.source, 1)
 
-    def order(self) -> tuple[int, dt.datetime, str]:
-        return (-self.strength, self.since, self.name)
+    @property
+    def operator(self) -> bool:
+        return self.source == "config"
+
+    @property
+    def enforced(self) -> bool:
+        return self.mode != "testing"  # anything but an explicit testing counts as a promise
+
+    def order(self) -> tuple[bool, bool, int, dt.datetime, str]:
+        return (not self.operator, not self.enforced, -self.strength, self.since, self.name)
 
     def describe(self) -> str:
         proof = _PROOF.get(self.source, "unknown proof")
@@ -63,6 +78,10 @@ class Conflict:
     @property
     def why(self) -> str:
         runner_up = self.lost[0]
+        if self.kept.operator != runner_up.operator:
+            return "the operator's word (policy.peers)"
+        if self.kept.enforced != runner_up.enforced:
+            return "enforce over testing"
         if self.kept.strength != runner_up.strength:
             return "stronger proof"
         if self.kept.since != runner_up.since:

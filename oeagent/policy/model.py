@@ -176,8 +176,8 @@ def build(
 def peer_claims(decisions: Sequence[Decision],
                 static_peers: Sequence[tuple[str, str, str, str]] = ()) -> list[claims.Claim]:
     """Every (name, address) a per-peer conn could be built for, with its proof and age."""
-    out = [claims.Claim(fqdn, address, "config", claims.BEFORE_RECORDS)
-           for fqdn, address, _, _ in static_peers]
+    out = [claims.Claim(fqdn, address, "config", claims.BEFORE_RECORDS, mode)
+           for fqdn, address, _, mode in static_peers]
     return out + [claim for d in decisions for claim in d.claims()]
 
 

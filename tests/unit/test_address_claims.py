@@ -109,21 +109,50 @@ def test_dnssec_claim_beats_an_older_https_claim() -> None:
                            f"{BANK} (DNSSEC since {later.isoformat()}), stronger proof")
 
 
-def test_between_equals_the_first_claim_keeps_the_address_and_refreshes_do_not_move_it() -> None:
-    bank = merge(None, authenticated(BANK, "https", (SHARED,), mode="testing"), NOW)
-    evil = merge(None, authenticated(EVIL, "https", (SHARED,)), NOW + dt.timedelta(hours=1))
+@pytest.mark.parametrize("mode", ["enforce", "testing"])
+def test_between_equals_the_first_claim_keeps_the_address_and_refreshes_do_not_move_it(
+        mode: str) -> None:
+    bank = merge(None, authenticated(BANK, "https", (SHARED,), mode=mode), NOW)
+    evil = merge(None, authenticated(EVIL, "https", (SHARED,), mode=mode),
+                 NOW + dt.timedelta(hours=1))
     # Both refresh later (the bank first): the claims keep their first dates, through a
     # round trip of peers.json too.
     for hours in (5, 20):
         at = NOW + dt.timedelta(hours=hours)
-        bank = merge(bank, authenticated(BANK, "https", (SHARED,), mode="testing"), at)
-        evil = merge(evil, authenticated(EVIL, "https", (SHARED,)), at)
+        bank = merge(bank, authenticated(BANK, "https", (SHARED,), mode=mode), at)
+        evil = merge(evil, authenticated(EVIL, "https", (SHARED,), mode=mode), at)
         bank, evil = (Entry.from_json(json.loads(json.dumps(e.to_json()))) for e in (bank, evil))
         assert bank.decision.since == {SHARED: NOW}
         policy = build([evil.decision, bank.decision])
-        # The winner is not downgraded to the loser's enforce, nor changed in any way.
-        assert conns(policy) == [(BANK, SHARED, "testing")]
+        assert conns(policy) == [(BANK, SHARED, mode)]  # the winner is not changed in any way
         assert any("claimed first" in n for n in policy.notes)
+
+
+def test_a_testing_claim_never_takes_an_address_an_enforce_claim_protects() -> None:
+    # Found in review: proof ranked first, so a later name with a signed zone, mode=testing
+    # and its A record at an HTTPS enforce peer's address won it; its testing conn
+    # (rightid=@evil) failed against the real peer and passed the traffic in clear.
+    bank = merge(None, authenticated(BANK, "https", (SHARED,)), NOW).decision
+    later = NOW + dt.timedelta(days=3)
+    evil = merge(None, authenticated(EVIL, "dns", (SHARED,), mode="testing"), later).decision
+    policy = build([evil, bank])
+    assert conns(policy) == [(BANK, SHARED, "enforce")]
+    assert policy.groups["oeagent-enforced"] == [f"{SHARED}/32"]
+    [note] = [n for n in policy.notes if n.startswith("conflict:")]
+    assert note.startswith(f"conflict: {SHARED} is claimed by {BANK} and {EVIL}: kept by "
+                           f"{BANK} (HTTPS since {NOW.isoformat()}), enforce over testing")
+    # The other way round: a later enforce claim takes a testing peer's address (at worst
+    # the denial of service any winning impostor causes, never cleartext).
+    bank = merge(None, authenticated(BANK, "dns", (SHARED,), mode="testing"), NOW).decision
+    evil = merge(None, authenticated(EVIL, "https", (SHARED,)), later).decision
+    assert conns(build([bank, evil])) == [(EVIL, SHARED, "enforce")]
+
+
+def test_the_operators_testing_peer_keeps_its_address_against_a_discovered_enforce_one() -> None:
+    evil = merge(None, authenticated(EVIL, "dns", (SHARED,)), NOW).decision
+    policy = build([evil], static=[(BANK, SHARED, "ecdsa", "testing")])
+    assert conns(policy) == [(BANK, SHARED, "testing")]
+    assert any("the operator's word (policy.peers)" in n for n in policy.notes)
 
 
 def test_a_failed_lookup_keeps_the_claim_and_a_release_ends_it() -> None:
