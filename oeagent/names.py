@@ -75,9 +75,15 @@ def normalize_ip(text: str) -> str:
     try:
         if not could_be_ip(text):
             raise ValueError("neither digits and dots nor colons")
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError as exc:
         raise ValueError(f"{text!r} is not an IP address") from exc
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # ipaddress keeps "%eth0"; pluto, certificates and DNS know no zone index, and the
+        # text would reach a policy file as it stands.
+        raise ValueError(f"{text!r} has a zone index (%{address.scope_id}); give the plain "
+                         "address")
+    return str(address)
 
 
 def check_nickname(nickname: str) -> str:

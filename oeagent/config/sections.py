@@ -174,6 +174,8 @@ def _build_discovery(t: _Table) -> DiscoveryConfig:
 
 
 def _check_cidr(value: str) -> str:
+    if "%" in value:  # ipaddress accepts an IPv6 zone index, which no policy file may carry
+        raise ValueError(f"{value!r} has a zone index (%...); give the plain network")
     try:
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError as exc:
