@@ -70,6 +70,11 @@ def load(path: Path) -> Config:
         raise ConfigError(["not valid UTF-8"], path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], path) from None
+    except RecursionError:
+        # tomllib descends one Python frame per nesting level: a few hundred nested arrays
+        # or inline tables exhaust the stack. No config of ours nests more than three deep.
+        raise ConfigError(["not valid TOML: arrays or inline tables nested too deeply"],
+                          path) from None
     return parse(data, base_dir=path.parent.resolve(), source=path)
 
 

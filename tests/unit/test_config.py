@@ -116,6 +116,14 @@ def test_toml_syntax_error_is_a_config_error(tmp_path: Path) -> None:
         config.load(write(tmp_path, "host.names = [\n"))
 
 
+@pytest.mark.parametrize("value", ["[" * 2000 + "]" * 2000, "{x = " * 2000 + "1" + "}" * 2000])
+def test_deeply_nested_toml_is_a_config_error(tmp_path: Path, value: str) -> None:
+    # tomllib parses nesting by recursion: a few hundred levels raised RecursionError,
+    # which the CLI reported as an internal error (exit 70) instead of a config problem.
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        config.load(write(tmp_path, f'host.names = ["a.example"]\nx = {value}\n'))
+
+
 def test_boolean_is_not_a_number(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lock_timeout: must be a number, not a boolean"):
         config.load(write(tmp_path, 'lock_timeout = true\nhost.names = ["a.example"]\n'))
