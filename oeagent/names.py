@@ -35,11 +35,13 @@ def normalize_fqdn(name: str) -> str:
     candidate = name[:-1] if name.endswith(".") else name
     if could_be_ip(candidate):
         try:
-            ipaddress.ip_address(candidate)
+            address = ipaddress.ip_address(candidate)
         except ValueError:
             pass
         else:
-            raise ValueError(f"{name!r} is an IP address, not a host name")
+            zone = (" (and an address with a zone index (%...) is refused too)"
+                    if isinstance(address, ipaddress.IPv6Address) and address.scope_id else "")
+            raise ValueError(f"{name!r} is an IP address, not a host name{zone}")
     if not candidate.isascii():
         try:
             candidate = candidate.encode("idna").decode("ascii")
@@ -69,7 +71,8 @@ def address_order(address: str) -> tuple[int, int]:
 
 
 def normalize_ip(text: str) -> str:
-    """Return the canonical text of an IPv4/IPv6 address, or raise ValueError."""
+    """Return the canonical text of an IPv4/IPv6 address (no zone index), or raise
+    ValueError."""
     if not isinstance(text, str):
         raise ValueError("not a string")
     try:

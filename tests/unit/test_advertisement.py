@@ -72,6 +72,8 @@ def test_bad_txt_rejected_with_reason(text: str, reason: str) -> None:
         (doc(id="0" * 16), "id does not match"),
         (doc(ike_ports=[0]), "ike_ports"),
         (doc(addresses=["not-an-ip"]), "addresses"),
+        # A zone index is free text to ipaddress: it would carry a newline into ipsec.conf.
+        (doc(addresses=["fe80::1%x\n\tauto=add"]), "zone index"),
         (b"\xff\xfe", "not UTF-8"),
         (b"[]", "not a JSON object"),
         (b"{", "not valid JSON"),

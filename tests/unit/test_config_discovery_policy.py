@@ -96,3 +96,15 @@ def test_concurrency_bounds(tmp_path: Path) -> None:
     for bad in (0, 257):
         with pytest.raises(ConfigError, match=r"discovery\.concurrency"):
             config.parse({**BASE, "discovery": {"concurrency": bad}}, tmp_path)
+
+
+def test_scoped_addresses_are_config_problems(tmp_path: Path) -> None:
+    """A zone index is refused where the config is read, with its key, not by the policy
+    renderer later as an internal error."""
+    with pytest.raises(ConfigError) as info:
+        config.parse({"host": {"names": ["a.example.org"], "addresses": ["fe80::1%eth0"]},
+                      "policy": {"peers": ["db.example.org fe80::1%x;$(reboot)"]},
+                      "discovery": {"resolver": "fe80::53%eth0"}}, tmp_path)
+    problems = "\n".join(info.value.problems)
+    for key in ("host.addresses[0]", "policy.peers[0]", "discovery.resolver"):
+        assert f"{key}: " in problems and "zone index" in problems, key
