@@ -167,25 +167,90 @@ class Entry:
         }
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Entry:
+    def from_json(cls, raw: object) -> Entry:
+        """The entry ``to_json`` wrote; ValueError saying which field is not what it wrote
+        (a wrong type here would only fail later, deep inside the policy)."""
+        if not isinstance(raw, dict):
+            raise ValueError("the entry is not a JSON object")
         ad_raw = raw.get("advertisement")
-        ad = None
-        if ad_raw:
-            ad = Advertisement(**{**ad_raw, "pins": tuple(ad_raw["pins"]),
-                                  "addresses": tuple(ad_raw["addresses"]),
-                                  "ike_ports": tuple(ad_raw["ike_ports"])})
-        held_until = raw.get("held_until")
-        addresses = tuple(raw.get("addresses", ()))
+        ad = _advertisement(ad_raw) if ad_raw else None
+        addresses = _strings(raw.get("addresses", []), "addresses")
+        since_raw = raw.get("since") or {}
+        if not isinstance(since_raw, dict):
+            raise ValueError("since is not a JSON object")
         # Files written before claims were dated: their claims count as the oldest.
-        since = {a: dt.datetime.fromisoformat(t) for a, t in (raw.get("since") or {}).items()}
-        decision = Decision(raw["peer"], raw.get("fqdn"), ad,
-                            dt.datetime.fromisoformat(held_until) if held_until else None,
-                            addresses, raw.get("source") or "",
+        since = {a: _time(t, f"since[{a!r}]") for a, t in since_raw.items()}
+        decision = Decision(_text(raw, "peer"), _optional_text(raw, "fqdn"), ad,
+                            _optional_time(raw.get("held_until"), "held_until"),
+                            addresses, _optional_text(raw, "source") or "",
                             {a: since.get(a, BEFORE_RECORDS) for a in addresses} if ad else {})
-        obtained_at = raw.get("obtained_at")
-        return cls(decision, raw["last_status"], dt.datetime.fromisoformat(raw["checked_at"]),
-                   tuple(raw.get("reasons", ())), bool(raw.get("held")),
-                   dt.datetime.fromisoformat(obtained_at) if obtained_at else None)
+        return cls(decision, _text(raw, "last_status"), _time(raw.get("checked_at"), "checked_at"),
+                   _strings(raw.get("reasons", []), "reasons"), bool(raw.get("held")),
+                   _optional_time(raw.get("obtained_at"), "obtained_at"))
+
+
+def _text(raw: dict[str, Any], key: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} is {'not a string' if key in raw else 'missing'}")
+    return value
+
+
+def _optional_text(raw: dict[str, Any], key: str) -> str | None:
+    return None if raw.get(key) is None else _text(raw, key)
+
+
+def _strings(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{what} is not a list of strings")
+    return tuple(value)
+
+
+def _time(value: object, what: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ValueError(f"{what} is not a time with a zone")
+    return when
+
+
+def _optional_time(value: object, what: str) -> dt.datetime | None:
+    return None if value is None else _time(value, what)
+
+
+def _advertisement(raw: object) -> Advertisement:
+    if not isinstance(raw, dict):
+        raise ValueError("advertisement is not a JSON object")
+    ports = raw.get("ike_ports")
+    if not isinstance(ports, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in ports):
+        raise ValueError("advertisement.ike_ports is not a list of port numbers")
+    max_age = raw.get("max_age")
+    if not isinstance(max_age, int) or isinstance(max_age, bool):
+        raise ValueError("advertisement.max_age is not a number")
+    for key in ("fqdn", "auth", "mode"):
+        _text(raw, key)
+    try:
+        return Advertisement(**{**raw, "pins": _strings(raw.get("pins"), "advertisement.pins"),
+                                "addresses": _strings(raw.get("addresses"),
+                                                      "advertisement.addresses"),
+                                "ike_ports": tuple(ports)})
+    except TypeError as exc:  # a key Advertisement does not have
+        raise ValueError(f"advertisement: {exc}") from None
+
+
+def _entries(raw: object) -> dict[str, Entry]:
+    if not isinstance(raw, dict):
+        raise ValueError("peers is not a JSON object")
+    entries = {}
+    for peer, entry in raw.items():
+        try:
+            entries[peer] = Entry.from_json(entry)
+        except ValueError as exc:
+            raise ValueError(f"peer {peer!r}: {exc}") from None
+    return entries
 
 
 def merge(old: Entry | None, result: Result, now: dt.datetime,
@@ -306,27 +371,31 @@ class PeerCache:
         if raw is None:
             raw = {"version": VERSION, "peers": {}}
         # Refuse a damaged file rather than read it as fewer peers: a cache without its
-        # peers would hand every enforce peer to NULL OE at the next refresh.
+        # peers would hand every enforce peer to NULL OE at the next refresh. Each field is
+        # checked as it is read: a wrong type would only fail later, deep in the policy.
         try:
             if raw.get("version") != VERSION:
                 raise ValueError(f"version {raw.get('version')!r}, not {VERSION}")
-            self.entries: dict[str, Entry] = {
-                peer: Entry.from_json(entry) for peer, entry in raw["peers"].items()
-            }
-            self.installed: dict[str, InstalledKey] = dict(raw.get("installed", {}))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise StateError(f"{self.path} is not a peer cache this oeagent can read ({what}); "
+            if "peers" not in raw:
+                raise ValueError("no 'peers'")
+            self.entries: dict[str, Entry] = _entries(raw["peers"])
+            installed = raw.get("installed", {})
+            if not isinstance(installed, dict):
+                raise ValueError("installed is not a JSON object")
+            self.installed: dict[str, InstalledKey] = dict(installed)
+            """Per peer, the decision key the installed policy was rendered from (absent:
+            the peer got no conn of its own, as for a clear-or-null decision)."""
+            self.installed_policy: str | None = _optional_text(raw, "installed_policy")
+            """A digest of the policy file written with those decisions: when the file
+            differs, someone else (a one-shot ``oeagent policy``) installed it and the keys
+            say nothing."""
+        except ValueError as exc:
+            raise StateError(f"{self.path} is not a peer cache this oeagent can read ({exc}); "
                              "the installed policy is left as it is: move the file aside to "
                              "look every peer up again as on first contact") from None
-        """Per peer, the decision key the installed policy was rendered from (absent: the
-        peer got no conn of its own, as for a clear-or-null decision)."""
         self.claims_after = max((t for e in self.entries.values()
                                  for t in e.decision.since.values()), default=None)
         """The newest claim date in the file: claims made by this run are dated after it."""
-        self.installed_policy: str | None = raw.get("installed_policy")
-        """A digest of the policy file written with those decisions: when the file differs,
-        someone else (a one-shot ``oeagent policy``) installed it and the keys say nothing."""
 
     def update(self, result: Result, now: dt.datetime) -> tuple[Entry, bool]:
         """Merge ``result``; return the new entry and whether its decision now differs from
