@@ -43,9 +43,14 @@ def normalize_fqdn(name: str) -> str:
                     if isinstance(address, ipaddress.IPv6Address) and address.scope_id else "")
             raise ValueError(f"{name!r} is an IP address, not a host name{zone}")
     if not candidate.isascii():
+        # IDNA 2008 with the UTS 46 mapping (what browsers and CAs use), never Python's own
+        # "idna" codec: that is IDNA 2003, which maps faß.de to fass.de and a final sigma to
+        # a sigma -- other names, with other owners. Imported here: most names are ASCII.
+        import idna
+
         try:
-            candidate = candidate.encode("idna").decode("ascii")
-        except UnicodeError as exc:
+            candidate = idna.encode(candidate, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
             raise ValueError(f"{name!r} is not a valid internationalised name: {exc}") from exc
     candidate = candidate.lower()
     if len(candidate) > 253:

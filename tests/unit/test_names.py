@@ -19,6 +19,24 @@ def test_valid_names_normalised(raw: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("faß.de", "xn--fa-hia.de"), ("ς.example", "xn--3xa.example"),
+     ("BÜCHER.Example", "xn--bcher-kva.example")],
+)
+def test_idn_follows_idna2008_not_2003(raw: str, expected: str) -> None:
+    # Python's "idna" codec is IDNA 2003: it turned faß.de into fass.de and final sigma into sigma,
+    # other names with other owners, so a certificate or a peer's authenticated conn would
+    # have named someone else.
+    assert names.normalize_fqdn(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["a\u200db.example", "\u2603.example"])
+def test_idn_refused_where_idna2008_refuses(raw: str) -> None:
+    with pytest.raises(ValueError, match="internationalised"):
+        names.normalize_fqdn(raw)
+
+
+@pytest.mark.parametrize(
     "raw",
     ["", "localhost", "a..example", "-a.example", "a-.example", "*.example.org", "a_b.example",
      "a.example/../etc", "a.example;reboot", "a.example\x00", "x" * 64 + ".example",
