@@ -400,6 +400,11 @@ class PeerCache:
     def update(self, result: Result, now: dt.datetime) -> tuple[Entry, bool]:
         """Merge ``result``; return the new entry and whether its decision now differs from
         the one the installed policy holds (so the policy must be re-applied)."""
+        if result.refused:
+            # No name or address: nothing to hold it to and nothing to look up again (an
+            # entry an older version kept goes). The row shown for it needs no cache entry.
+            self.entries.pop(result.peer, None)
+            return merge(None, result, now), self.differs(result.peer, now)
         new = merge(self.entries.get(result.peer), result, now, self.claims_after)
         self.entries[result.peer] = new
         return new, self.differs(result.peer, now)

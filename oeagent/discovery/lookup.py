@@ -73,6 +73,8 @@ class Result:
     """``bogus``, ``unreachable`` or ``invalid`` when the advertisement came over HTTPS after
     the DNS lookup failed: it must not replace a held DNSSEC-signed advertisement, which the
     failed answer may well still hold."""
+    refused: bool = False
+    """The peer is no name or address: refused before any lookup, never cached."""
 
     @property
     def released(self) -> bool:
@@ -122,7 +124,8 @@ class Discoverer:
             try:
                 fqdn = names.normalize_fqdn(peer)
             except ValueError as exc:
-                return Result(peer, status="invalid", reasons=[f"not a name or address: {exc}"])
+                return Result(peer, status="invalid", reasons=[f"not a name or address: {exc}"],
+                              refused=True)
             return self._lookup_name(Result(fqdn, fqdn), now, reverse=None)
         return self._lookup_address(Result(address), address, now)
 

@@ -99,3 +99,33 @@ def test_cli_discover_with_damaged_file_exits_1_with_one_json_object(tmp_path: P
     document = json.loads(proc.stdout)
     assert document["ok"] is False and "peers.json" in document["error"]
     assert "internal error" not in document["error"] and "Traceback" not in proc.stderr
+
+
+def test_refused_peer_names_are_not_kept(tmp_path: Path) -> None:
+    """A line of --from-file that is no name or address is reported as invalid, but not kept
+    in peers.json: nothing holds it to anything, and the agent would look it up again every
+    min_cache forever (a 50 MB line made peers.json 150 MB)."""
+    config = tmp_path / "oeagent.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\nhost.names = ["a.example.org"]\n')
+    peers = tmp_path / "peers.txt"
+    peers.write_text("$(id).example.org\n" + "x" * 300 + ".example.org\nfe80::1%eth0\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "oeagent", "--config", str(config), "--json", "discover",
+         "--from-file", str(peers)],
+        capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["status"] for r in rows[:-1]] == ["invalid"] * 3 and rows[-1]["peers"] == 3
+    stored = json.loads((tmp_path / "state" / "peers.json").read_text())
+    assert stored["peers"] == {}
+
+
+def test_a_refused_name_left_by_an_older_version_is_dropped(tmp_path: Path) -> None:
+    from oeagent.discovery.lookup import Result
+
+    entry = {**good_entry(), "peer": "$(id).example.org", "fqdn": None, "advertisement": None,
+             "addresses": [], "since": {}, "last_status": "invalid"}
+    cache = PeerCache(write(tmp_path, {"version": 1, "peers": {"$(id).example.org": entry}}))
+    cache.update(Result("$(id).example.org", status="invalid", refused=True), NOW)
+    assert cache.entries == {}
