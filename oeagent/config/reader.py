@@ -158,9 +158,20 @@ class _Table:
             out.append(checked)
         return tuple(out)
 
-    def path_value(self, key: str, default: Path | None, must_exist: bool = False) -> Path | None:
+    def _nonempty(self, key: str) -> str | None:
+        """A string that must say something: "" is refused rather than taken as the
+        default (``state_dir = ""`` from a template with an unset variable would otherwise
+        run in /var/lib/oeagent)."""
         value = self.text(key, None)
-        if not value:
+        if value is not None and not value.strip():
+            self.reader.problem(self.key_path(key),
+                                "is empty; leave the key out to use the default")
+            return None
+        return value
+
+    def path_value(self, key: str, default: Path | None, must_exist: bool = False) -> Path | None:
+        value = self._nonempty(key)
+        if value is None:
             return default
         if "\x00" in value:
             self.reader.problem(self.key_path(key), "contains a NUL byte")
@@ -171,8 +182,8 @@ class _Table:
         return resolved
 
     def secret(self, key: str) -> Secret | None:
-        value = self.text(key, None)
-        if not value:
+        value = self._nonempty(key)
+        if value is None:
             return None
         try:
             return read_secret(value, self.reader.base_dir)

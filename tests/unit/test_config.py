@@ -124,6 +124,20 @@ def test_deeply_nested_toml_is_a_config_error(tmp_path: Path, value: str) -> Non
         config.load(write(tmp_path, f'host.names = ["a.example"]\nx = {value}\n'))
 
 
+def test_empty_paths_and_secret_files_are_problems(tmp_path: Path) -> None:
+    # "" used to mean "the default": state_dir = "" ran in /var/lib/oeagent, and dns-01 with
+    # tsig_secret_file = "" passed the check that it is set, to fail at the first update.
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, 'state_dir = ""\nhost.names = ["a.example"]\n'
+                          'pluto.ipsec_dir = " "\nchallenge.type = "dns-01"\n'
+                          'challenge.dns.tsig_secret_file = ""\n'))
+    assert info.value.problems == [
+        "challenge.dns.tsig_secret_file: is empty; leave the key out to use the default",
+        "pluto.ipsec_dir: is empty; leave the key out to use the default",
+        "state_dir: is empty; leave the key out to use the default",
+    ]
+
+
 def test_boolean_is_not_a_number(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lock_timeout: must be a number, not a boolean"):
         config.load(write(tmp_path, 'lock_timeout = true\nhost.names = ["a.example"]\n'))
