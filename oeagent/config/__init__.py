@@ -64,10 +64,16 @@ def load(path: Path) -> Config:
         raise ConfigError([f"file not found: {path}"], path) from None
     except OSError as exc:
         raise ConfigError([f"cannot read {path}: {exc.strerror}"], path) from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        # tomllib reports only "Invalid statement (at line 1, column 1)" for it.
+        raise ConfigError(["starts with a byte order mark (U+FEFF); save it as UTF-8 without "
+                           "one"], path)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(["not valid UTF-8"], path) from None
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"not valid UTF-8: line {line}, byte 0x{raw[exc.start]:02x}"],
+                          path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], path) from None
     except RecursionError:

@@ -138,6 +138,21 @@ def test_empty_paths_and_secret_files_are_problems(tmp_path: Path) -> None:
     ]
 
 
+def test_byte_order_mark_and_bad_bytes_are_named(tmp_path: Path) -> None:
+    # tomllib said only "Invalid statement (at line 1, column 1)" for a BOM (Notepad writes
+    # one), and a Latin-1 byte was "not valid UTF-8" with no hint where.
+    path = tmp_path / "oeagent.toml"
+    path.write_bytes(b'\xef\xbb\xbfhost.names = ["a.example"]\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.problems == ["starts with a byte order mark (U+FEFF); save it as UTF-8 "
+                                   "without one"]
+    path.write_bytes(b'host.names = ["a.example"]\n# caf\xe9\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.problems == ["not valid UTF-8: line 2, byte 0xe9"]
+
+
 def test_boolean_is_not_a_number(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lock_timeout: must be a number, not a boolean"):
         config.load(write(tmp_path, 'lock_timeout = true\nhost.names = ["a.example"]\n'))
