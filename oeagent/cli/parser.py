@@ -10,6 +10,18 @@ import argparse
 from oeagent import __version__
 
 
+def _port(text: str) -> int:
+    """A TCP port for ``serve --port``; 0 asks the kernel for a free one (tests)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        # Out of range it reached bind() and came back as an internal error.
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
+
+
 def _global_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
     # Accept the global options before or after the subcommand. In the subcommand parsers the
     # defaults are suppressed so they do not overwrite a value given before the subcommand.
@@ -130,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(serve, in_subcommand=True)
     serve.add_argument("--listen", metavar="ADDRESS",
                        help="default: publish.wellknown.listen_address")
-    serve.add_argument("--port", type=int, help="default: publish.wellknown.port")
+    serve.add_argument("--port", type=_port, help="default: publish.wellknown.port")
     _renewal_commands(commands)
     return parser
 

@@ -79,6 +79,16 @@ def test_publish_dry_run_and_verify_exclude_each_other(capsys: pytest.CaptureFix
     assert info.value.code == 2
 
 
+@pytest.mark.parametrize("port", ["70000", "-1", "0x50", "eighty"])
+def test_serve_port_out_of_range_is_a_usage_error(port: str, capsys: pytest.CaptureFixture[str]
+                                                   ) -> None:
+    # --port 70000 reached bind() and came back as an internal error (OverflowError, exit 70).
+    with pytest.raises(SystemExit) as info:
+        cli.main(["serve", "--port", port])
+    assert info.value.code == 2
+    assert "--port" in capsys.readouterr().err
+
+
 def test_acme_stack_without_dns01_does_not_import_dnspython() -> None:
     # dnspython is only for dns-01: an http-01 enrollment does not pay for its imports.
     code = "import sys\nimport oeagent.enroll, oeagent.ca\nprint('dns' in sys.modules)"
