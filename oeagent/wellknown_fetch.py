@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from oeagent.advertisement import MAX_DOCUMENT_BYTES, WELL_KNOWN_PATH
+from oeagent.errors import OeagentError
 
 
 class FetchError(Exception):
@@ -56,7 +57,10 @@ class Response:
 
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
     """PKIX against ``ca_bundle`` (default: the system store), TLS 1.2 or later."""
-    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    try:
+        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except OSError as exc:  # ssl.SSLError too: a PEM header with a broken body
+        raise OeagentError(f"cannot load CA certificates from {ca_bundle}: {exc}") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 

@@ -181,6 +181,22 @@ class _Table:
             self.reader.problem(self.key_path(key), f"file not found: {resolved}")
         return resolved
 
+    def ca_bundle(self, key: str) -> Path | None:
+        """A PEM file of CA certificates. Checked here, where the key is known: a directory
+        or a file without certificates only failed later inside ssl, an internal error."""
+        path = self.path_value(key, None, must_exist=True)
+        if path is None or not path.exists():
+            return path
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            self.reader.problem(self.key_path(key), f"cannot read {path}: {exc.strerror}")
+            return None
+        if b"-----BEGIN CERTIFICATE-----" not in content:
+            self.reader.problem(self.key_path(key), f"{path} holds no PEM certificate")
+            return None
+        return path
+
     def secret(self, key: str) -> Secret | None:
         value = self._nonempty(key)
         if value is None:

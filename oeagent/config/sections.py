@@ -65,7 +65,7 @@ def _build(reader: _Reader) -> Config | None:
         directory=acme_t.text("directory", LETSENCRYPT_DIRECTORY, _check_url),
         email=acme_t.optional_text("email", _check_email),
         agree_tos=acme_t.boolean("agree_tos", False),
-        ca_bundle=acme_t.path_value("ca_bundle", None, must_exist=True),
+        ca_bundle=acme_t.ca_bundle("ca_bundle"),
         profile=acme_t.optional_text("profile", _check_profile),
         eab_kid=eab_kid,
         eab_hmac_key=eab_key,
@@ -163,7 +163,7 @@ def _build_discovery(t: _Table) -> DiscoveryConfig:
         dns_timeout=t.number("dns_timeout", 3.0, 0.1, 60),
         https=t.boolean("https", True),
         https_port=t.integer("https_port", 443, 1, 65535),
-        https_ca_bundle=t.path_value("https_ca_bundle", None, must_exist=True),
+        https_ca_bundle=t.ca_bundle("https_ca_bundle"),
         https_timeout=t.number("https_timeout", 5.0, 0.1, 60),
         concurrency=t.integer("concurrency", 8, 1, 256),
         min_cache=min_cache,
@@ -262,7 +262,7 @@ def _build_publish(reader: _Reader, host: HostConfig, challenge_dns: DnsChalleng
         webroot=wk_t.path_value("webroot", None),
         listen_address=wk_t.text("listen_address", "::", names.normalize_ip),
         port=wk_t.integer("port", 443, 1, 65535),
-        ca_bundle=wk_t.path_value("ca_bundle", None, must_exist=True),
+        ca_bundle=wk_t.ca_bundle("ca_bundle"),
     )
     if "wellknown" in backends and wellknown.mode == "webroot" and wellknown.webroot is None:
         reader.problem("publish.wellknown.webroot", "is required when mode = 'webroot'")

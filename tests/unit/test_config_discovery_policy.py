@@ -108,3 +108,32 @@ def test_scoped_addresses_are_config_problems(tmp_path: Path) -> None:
     problems = "\n".join(info.value.problems)
     for key in ("host.addresses[0]", "policy.peers[0]", "discovery.resolver"):
         assert f"{key}: " in problems and "zone index" in problems, key
+
+
+def test_ca_bundles_must_hold_pem_certificates(tmp_path: Path) -> None:
+    """A directory or a file without certificates as a CA bundle reached ssl and came back
+    from discover as an internal error (IsADirectoryError, SSLError: exit 70)."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "garbage.pem").write_bytes(b"\xff\xfe not a certificate\n")
+    with pytest.raises(ConfigError) as info:
+        config.parse({**BASE, "acme": {"ca_bundle": "dir"},
+                      "discovery": {"https_ca_bundle": "garbage.pem"},
+                      "publish": {"wellknown": {"ca_bundle": str(tmp_path / "garbage.pem")}}},
+                     tmp_path)
+    assert info.value.problems == [
+        f"acme.ca_bundle: cannot read {tmp_path / 'dir'}: Is a directory",
+        f"publish.wellknown.ca_bundle: {tmp_path / 'garbage.pem'} holds no PEM certificate",
+        f"discovery.https_ca_bundle: {tmp_path / 'garbage.pem'} holds no PEM certificate",
+    ]
+
+
+def test_a_bundle_ssl_cannot_load_is_an_oeagent_error(tmp_path: Path) -> None:
+    """A certificate header with a broken body passes the config's check; ssl refuses it
+    when discovery or publish builds its context: still one clear error, not exit 70."""
+    from oeagent.errors import OeagentError
+    from oeagent.wellknown_fetch import tls_context
+
+    bundle = tmp_path / "broken.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    with pytest.raises(OeagentError, match=f"cannot load CA certificates from {bundle}"):
+        tls_context(bundle)
