@@ -29,12 +29,23 @@ class PolicyError(OeagentError):
 
 
 def read_current(ipsec_dir: Path, names: list[str]) -> dict[str, str | None]:
+    """The installed files (None: absent). Anything else that stops reading one is a
+    PolicyError before anything changes: a file we cannot read we could not restore."""
     out: dict[str, str | None] = {}
     for name in names:
+        path = ipsec_dir / name
         try:
-            out[name] = (ipsec_dir / name).read_text("utf-8")
+            out[name] = path.read_text("utf-8")
         except FileNotFoundError:
             out[name] = None
+        except NotADirectoryError:
+            raise PolicyError(f"cannot read {path}: {ipsec_dir} (pluto.ipsec_dir) or a "
+                              "directory in it is not a directory") from None
+        except OSError as exc:
+            raise PolicyError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise PolicyError(f"{path} is not UTF-8 (byte {exc.start}); oeagent writes it, "
+                              "so move the hand-edited file aside") from None
     return out
 
 

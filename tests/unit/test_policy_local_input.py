@@ -1,0 +1,56 @@
+"""``oeagent policy`` meeting a broken ipsec directory: one clear error naming the path
+(exit 1), never an internal error (exit 70), and nothing changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(shutil.which("ipsec") is None, reason="libreswan not installed")
+
+
+def run_policy(tmp_path: Path, ipsec_dir: Path, *extra: str) -> tuple[int, dict[str, object]]:
+    config = tmp_path / "oeagent.toml"
+    # The CA as an address: nothing to resolve, so no resolver is waited for.
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nhost.names = ["a.example.org"]\n'
+        'acme.directory = "https://127.0.0.1:14000/dir"\n'
+        f'nss.database = "sql:{tmp_path / "nss"}"\n'
+        f'[pluto]\nipsec_dir = "{ipsec_dir}"\nctlsocket = "{tmp_path / "pluto.ctl"}"\n'
+        f'config = "{tmp_path / "ipsec.conf"}"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "oeagent", "--config", str(config), "--json", "policy", *extra],
+        capture_output=True, text=True, cwd=REPO, check=False, timeout=120,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("extra", [("--dry-run",), ()])
+def test_ipsec_dir_that_is_a_file(tmp_path: Path, extra: tuple[str, ...]) -> None:
+    ipsec_dir = tmp_path / "ipsec.d"
+    ipsec_dir.write_text("not a directory\n")
+    code, document = run_policy(tmp_path, ipsec_dir, *extra)
+    assert code == 1, document
+    assert str(ipsec_dir) in str(document["error"])
+    assert "internal error" not in str(document["error"])
+    assert ipsec_dir.read_text() == "not a directory\n"
+
+
+@pytest.mark.parametrize("extra", [("--dry-run",), ()])
+def test_policy_file_that_is_not_utf8(tmp_path: Path, extra: tuple[str, ...]) -> None:
+    ipsec_dir = tmp_path / "ipsec.d"
+    ipsec_dir.mkdir()
+    (ipsec_dir / "oeagent.conf").write_bytes(b"# edited by hand: caf\xe9\n")
+    code, document = run_policy(tmp_path, ipsec_dir, *extra)
+    assert code == 1, document
+    assert str(ipsec_dir / "oeagent.conf") in str(document["error"])
+    assert "UTF-8" in str(document["error"])
+    assert (ipsec_dir / "oeagent.conf").read_bytes() == b"# edited by hand: caf\xe9\n"
