@@ -41,8 +41,11 @@ def executable() -> str:
 
 
 def _quote(path: Path | str) -> str:
+    # systemd gives these a meaning in unit files: whitespace splits words, quotes group
+    # them, '%' is a specifier, '$' expands a variable and '\\' starts an escape in
+    # ExecStart=. Escaping each correctly per setting is more than any sane path needs.
     text = str(path)
-    if any(c.isspace() for c in text) or '"' in text or "%" in text:
+    if any(c.isspace() or c in "\"'%$\\" for c in text):
         raise OeagentError(f"refusing to write a unit with an unusual path: {text!r}")
     return text
 
