@@ -36,24 +36,37 @@ __all__ = ["Decision", "PeerCache", "discover", "installed_keys", "installed_pol
            "next_refresh", "read_peer_file", "record_installed", "refresh_due_peers", "timing"]
 
 MAX_PEERS_FILE = 100_000
+MAX_PEERS_FILE_BYTES = 64 * 2**20
+"""Room for MAX_PEERS_FILE names of the longest kind (253 characters), with comments."""
 _ROW_JSON = json.JSONEncoder(sort_keys=True)
 """``json.dumps(row, sort_keys=True)`` without building an encoder for every row."""
 
 
 def read_peer_file(path: Path) -> list[str]:
-    """Names or IPs, one a line; ``#`` comments and blank lines ignored, duplicates dropped."""
+    """Names or IPs, one a line; ``#`` comments and blank lines ignored, duplicates dropped.
+
+    Bounded: at most MAX_PEERS_FILE_BYTES are read (``/dev/zero`` or a FIFO would otherwise
+    be read until memory runs out), and reading stops at the first peer over MAX_PEERS_FILE.
+    """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OeagentError(f"cannot read {path}: {exc}") from None
-    peers: list[str] = []
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_PEERS_FILE_BYTES + 1)
+        lines = raw.decode("utf-8").splitlines()
+    except OSError as exc:
+        raise OeagentError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        number = raw.count(b"\n", 0, exc.start) + 1
+        raise OeagentError(f"{path} is not UTF-8 (line {number})") from None
+    if len(raw) > MAX_PEERS_FILE_BYTES:
+        raise OeagentError(f"{path} is larger than {MAX_PEERS_FILE_BYTES // 2**20} MiB")
+    peers: dict[str, None] = {}  # a dict keeps the order; a list scan per line was quadratic
     for line in lines:
         item = line.split("#", 1)[0].strip()
-        if item and item not in peers:
-            peers.append(item)
-    if len(peers) > MAX_PEERS_FILE:
-        raise OeagentError(f"{path} lists more than {MAX_PEERS_FILE} peers")
-    return peers
+        if item:
+            peers[item] = None
+            if len(peers) > MAX_PEERS_FILE:
+                raise OeagentError(f"{path} lists more than {MAX_PEERS_FILE} peers")
+    return list(peers)
 
 
 def lookup_all(

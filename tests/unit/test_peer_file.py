@@ -1,0 +1,37 @@
+"""``discover --from-file``: a long, huge or endless file is read in bounded time and memory,
+or refused with one clear error."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from oeagent.discovery import MAX_PEERS_FILE, read_peer_file
+from oeagent.errors import OeagentError
+
+
+def test_the_largest_allowed_list_is_read_quickly_in_order(tmp_path: Path) -> None:
+    # Duplicates were dropped with a list scan per line: 100,000 names took minutes.
+    listing = tmp_path / "peers.txt"
+    names = [f"h{i}.example.org" for i in range(MAX_PEERS_FILE)]
+    listing.write_text("# peers\n" + "\n".join(names) + "\nh0.example.org  # again\n")
+    started = time.monotonic()
+    assert read_peer_file(listing) == names
+    assert time.monotonic() - started < 10
+
+
+def test_too_many_peers_are_refused_without_reading_them_all(tmp_path: Path) -> None:
+    listing = tmp_path / "peers.txt"
+    listing.write_text("".join(f"h{i}.example.org\n" for i in range(3 * MAX_PEERS_FILE)))
+    started = time.monotonic()
+    with pytest.raises(OeagentError, match=f"more than {MAX_PEERS_FILE} peers"):
+        read_peer_file(listing)
+    assert time.monotonic() - started < 10
+
+
+def test_an_endless_file_is_refused(tmp_path: Path) -> None:
+    # /dev/zero (or a FIFO someone keeps writing to) was read until memory ran out.
+    with pytest.raises(OeagentError, match="larger than"):
+        read_peer_file(Path("/dev/zero"))
