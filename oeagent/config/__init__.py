@@ -47,6 +47,9 @@ from oeagent.config.reader import _Reader
 from oeagent.config.sections import _build
 from oeagent.errors import ConfigError
 
+MAX_CONFIG_BYTES = 16 * 2**20
+"""Far above any real config (thousands of policy.peers lines are a few hundred KiB)."""
+
 
 def config_path_from(cli_value: str | None) -> Path:
     """``--config`` wins, then ``$OEAGENT_CONFIG``, then the default path."""
@@ -59,11 +62,16 @@ def config_path_from(cli_value: str | None) -> Path:
 def load(path: Path) -> Config:
     """Read and validate the config at ``path``; raise ConfigError with every problem."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            # Bounded: /dev/zero or a FIFO that never ends would be read until memory ran out.
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError([f"file not found: {path}"], path) from None
     except OSError as exc:
         raise ConfigError([f"cannot read {path}: {exc.strerror}"], path) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"larger than {MAX_CONFIG_BYTES // 2**20} MiB; is it the config?"],
+                          path)
     if raw.startswith(b"\xef\xbb\xbf"):
         # tomllib reports only "Invalid statement (at line 1, column 1)" for it.
         raise ConfigError(["starts with a byte order mark (U+FEFF); save it as UTF-8 without "

@@ -153,6 +153,12 @@ def test_byte_order_mark_and_bad_bytes_are_named(tmp_path: Path) -> None:
     assert info.value.problems == ["not valid UTF-8: line 2, byte 0xe9"]
 
 
+def test_an_endless_config_file_is_refused() -> None:
+    # read_bytes() on /dev/zero (or a FIFO that never ends) read until memory ran out.
+    with pytest.raises(ConfigError, match="larger than"):
+        config.load(Path("/dev/zero"))
+
+
 def test_boolean_is_not_a_number(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lock_timeout: must be a number, not a boolean"):
         config.load(write(tmp_path, 'lock_timeout = true\nhost.names = ["a.example"]\n'))
