@@ -15,11 +15,13 @@ import traceback
 from collections.abc import Sequence
 
 from oeagent.cli.commands import ACTIONS
-from oeagent.cli.parser import build_parser
+from oeagent.cli.parser import UsageError, build_parser
 from oeagent.errors import EX_SOFTWARE, OeagentError
 from oeagent.report import Reporter
 
 __all__ = ["build_parser", "main"]
+
+EX_USAGE = 2  # what argparse exits with; scripts and tests already expect it
 
 
 def _configure_logging(debug: bool) -> None:
@@ -36,7 +38,17 @@ def _configure_logging(debug: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc.message}", file=sys.stderr)
+        words = list(sys.argv[1:] if argv is None else argv)
+        if "--json" in words:  # parsing failed, so this is the best reading of the request
+            named = next((word for word in words if word in ACTIONS), "")
+            Reporter(as_json=True).finish(named, ok=False, error=exc.message,
+                                          exit_code=EX_USAGE)
+        raise SystemExit(EX_USAGE) from None
     _configure_logging(bool(args.debug))
     reporter = Reporter(as_json=bool(args.json))
     command: str = args.command

@@ -6,8 +6,26 @@ Only the standard library is imported here, so ``oeagent --help`` stays cheap.
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 from oeagent import __version__
+
+
+class UsageError(Exception):
+    """A command line argparse refused; ``main`` reports it (also as JSON with --json)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, except that a usage error is raised instead of printed and exited
+    on: only ``main`` knows whether --json asked for one JSON object on stdout."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
 
 
 def _port(text: str) -> int:
@@ -43,7 +61,7 @@ def _global_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="oeagent",
         description="Opportunistic IPsec enrollment agent for libreswan.",
     )
@@ -147,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _renewal_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _renewal_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     renew = commands.add_parser(
         "renew",
         help="renew the certificate if it is due (ARI or the lifetime rule) and deploy it",

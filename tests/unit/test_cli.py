@@ -89,6 +89,21 @@ def test_serve_port_out_of_range_is_a_usage_error(port: str, capsys: pytest.Capt
     assert "--port" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["--json", "serve", "--port", "x"],
+                                  ["discover", "--json", "--bogus"],
+                                  ["--json", "no-such-command"]])
+def test_usage_errors_with_json_are_one_json_object(argv: list[str],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse wrote only its usage text on stderr: a script reading --json got nothing.
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["ok"] is False and document["exit_code"] == 2
+    assert document["error"] and document["error"] in captured.err
+
+
 def test_acme_stack_without_dns01_does_not_import_dnspython() -> None:
     # dnspython is only for dns-01: an http-01 enrollment does not pay for its imports.
     code = "import sys\nimport oeagent.enroll, oeagent.ca\nprint('dns' in sys.modules)"
