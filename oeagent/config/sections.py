@@ -358,6 +358,13 @@ def _check_trust_anchors(reader: _Reader) -> Callable[[str], str]:
             raise ValueError(
                 f"must be 'letsencrypt' or the path of a PEM bundle; file not found: {path}"
             )
+        # Checked now: otherwise found out only when deploying a certificate just issued.
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in content:
+            raise ValueError(f"{path} holds no PEM certificate")
         return str(path)
 
     return check

@@ -137,3 +137,13 @@ def test_a_bundle_ssl_cannot_load_is_an_oeagent_error(tmp_path: Path) -> None:
     bundle.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     with pytest.raises(OeagentError, match=f"cannot load CA certificates from {bundle}"):
         tls_context(bundle)
+
+
+def test_nss_trust_anchors_must_hold_pem_certificates(tmp_path: Path) -> None:
+    """Checked only to be a file, a bundle without certificates was found out after the CA
+    had issued the certificate, when deploying it."""
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as info:
+        config.parse({**BASE, "nss": {"trust_anchors": "garbage.pem"}}, tmp_path)
+    assert info.value.problems == [
+        f"nss.trust_anchors: {tmp_path / 'garbage.pem'} holds no PEM certificate"]
