@@ -100,9 +100,26 @@ def read(db: NssDatabase, work_dir: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as exc:
         raise NssError(f"cannot read the swap journal {path}: {exc}") from None
+    if not isinstance(journal, dict):
+        raise NssError(f"the swap journal {path} is not a JSON object; not touching it")
     if journal.get("version") != VERSION or journal.get("database") != db.database:
         raise NssError(f"the swap journal {path} is not for {db.database}; not touching it")
+    # Recovery purges, imports and deletes keys from these fields: a damaged one is found
+    # out here, before the first change, not halfway through.
+    for key, kind in _FIELDS.items():
+        value = journal.get(key)
+        if not isinstance(value, kind) or (
+                isinstance(value, list) and not all(isinstance(item, str) for item in value)):
+            raise NssError(f"the swap journal {path} is damaged ({key}); not touching it; "
+                           "its backup is in the same directory")
     return journal
+
+
+_FIELDS: dict[str, type] = {
+    "nickname": str, "old_fingerprints": list, "old_key_ids": list, "backup_p12": bool,
+    "new_fingerprint": str, "new_key_id": str, "chain_fingerprints": list,
+    "nicknames_before": list, "verify": bool,
+}
 
 
 def untouched(db: NssDatabase, journal: dict[str, Any]) -> bool:
