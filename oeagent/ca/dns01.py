@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import dns.exception
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
@@ -76,15 +77,23 @@ def _remember(state: StateDir | None, added: Added) -> None:
 
 
 def _recall(document: dict[str, object]) -> Added:
+    """What ``_remember`` wrote. A damaged entry is passed over with a warning: failing every
+    enrollment over a leftover challenge record would cost more than the record."""
     added: Added = []
     zones = document.get("zones")
     for entry in zones if isinstance(zones, list) else []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("records"), dict):
+        try:
+            if not isinstance(entry, dict) or not isinstance(entry.get("records"), dict):
+                raise ValueError("not a zone with records")
+            zone = dns.name.from_text(str(entry["zone"]))
+            rrsets = [dns.rrset.from_text_list(dns.name.from_text(owner), 0, "IN", "TXT",
+                                               [str(v) for v in values])
+                      for owner, values in entry["records"].items()
+                      if isinstance(values, list)]
+        except (KeyError, ValueError, dns.exception.DNSException) as exc:
+            log.warning("passing over a damaged entry of dns01-pending.json (%s): %r",
+                        exc, entry)
             continue
-        zone = dns.name.from_text(str(entry["zone"]))
-        rrsets = [dns.rrset.from_text_list(dns.name.from_text(owner), 0, "IN", "TXT",
-                                           [str(v) for v in values])
-                  for owner, values in entry["records"].items() if isinstance(values, list)]
         added.append((zone, rrsets))
     return added
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.exception
 import dns.name
 import dns.rdatatype
 import dns.rrset
@@ -76,10 +77,23 @@ class Rfc2136Backend(Backend):
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self.memory, exc)
             return {}
+        entries = raw.get("rrsets") if isinstance(raw, dict) else None
+        if not isinstance(entries, list):
+            log.warning("ignoring %s: it holds no list of rrsets", self.memory)
+            return {}
         out: dict[RRsetKey, set[str]] = {}
-        for entry in raw.get("rrsets", []):
-            key = (dns.name.from_text(entry["name"]), dns.rdatatype.from_text(entry["type"]))
-            out[key] = set(entry["values"])
+        for entry in entries:
+            try:
+                values = entry["values"]
+                if not isinstance(values, list):
+                    raise ValueError("values is not a list")
+                key = (dns.name.from_text(entry["name"]), dns.rdatatype.from_text(entry["type"]))
+            except (KeyError, TypeError, ValueError, AttributeError,
+                    dns.exception.DNSException) as exc:
+                log.warning("passing over a damaged entry of %s (%s): %r", self.memory, exc,
+                            entry)
+                continue
+            out[key] = {str(v) for v in values}
         return out
 
     def _remember(self, published: dict[RRsetKey, dns.rrset.RRset]) -> None:
