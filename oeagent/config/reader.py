@@ -7,11 +7,14 @@ nobody asked for are reported as unknown at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from oeagent import names
 from oeagent.secrets import Secret, read_secret
 
 T = TypeVar("T")
@@ -261,10 +264,34 @@ def _toml_type(value: object) -> str:
 
 
 def _check_url(value: str) -> str:
+    """An https:// URL whose host oeagent can use: the policy keeps that host reachable in
+    clear, so a URL only requests could make sense of failed there (exit 70)."""
     if not value.startswith("https://"):
         if value.startswith("http://"):
             raise ValueError("must be an https:// URL (the ACME protocol requires TLS)")
         raise ValueError(f"{value!r} is not an https:// URL")
+    if any(ord(c) <= 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{value!r} has a space or control character")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        host, _ = parts.hostname, parts.port  # .port raises for one out of range
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a URL: {exc}") from None
+    if "@" in parts.netloc:
+        raise ValueError(f"{value!r} has a user name; an ACME directory takes none")
+    if not host:
+        raise ValueError(f"{value!r} names no host")
+    if names.could_be_ip(host):
+        with contextlib.suppress(ValueError):
+            names.normalize_ip(host)
+            return value
+    # A single label (a local CA at https://acme/...) is a host name here, not an error.
+    single = "." not in host.rstrip(".")
+    try:
+        names.normalize_fqdn(f"{host}.invalid" if single else host)
+    except ValueError as exc:
+        raise ValueError(f"the host of {value!r} is not a host name"
+                         + ("" if single else f": {exc}")) from None
     return value
 
 

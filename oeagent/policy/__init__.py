@@ -45,7 +45,8 @@ def _never_locked_out(cfg: Config, notes: list[str]) -> list[str]:
     needs no exception."""
     addresses = [cfg.discovery.resolver, cfg.challenge.dns.server, cfg.publish.dns.server,
                  cfg.publish.resolver, *model.resolv_conf_servers()]
-    host = urllib.parse.urlsplit(cfg.acme.directory).hostname or ""
+    # Without its trailing dot, if it has one: the lookup below adds the root's.
+    host = (urllib.parse.urlsplit(cfg.acme.directory).hostname or "").rstrip(".")
     try:
         addresses.append(names.normalize_ip(host))
     except ValueError:

@@ -159,6 +159,32 @@ def test_an_endless_config_file_is_refused() -> None:
         config.load(Path("/dev/zero"))
 
 
+@pytest.mark.parametrize(("url", "why"), [
+    ("https://[::1/dir", "not a URL"),
+    ("https://a..example/dir", "invalid label"),
+    ("https://a b/dir", "space"),
+    ("https:///dir", "names no host"),
+    ("https://ca.example:99999/dir", "not a URL"),
+    ("https://user@ca.example/dir", "user name"),
+    ("https://ca.example/dir\n", "space or control character"),
+])
+def test_acme_directory_must_name_a_usable_host(tmp_path: Path, url: str, why: str) -> None:
+    # Only the https:// prefix was checked: policy took the host apart later and exited 70
+    # (ValueError: Invalid IPv6 URL, dns.name.EmptyLabel).
+    with pytest.raises(ConfigError) as info:
+        config.parse({"host": {"names": ["a.example"]}, "acme": {"directory": url}}, tmp_path)
+    [problem] = info.value.problems
+    assert problem.startswith("acme.directory: ") and why in problem, problem
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:14000/dir", "https://[::1]:14000/dir",
+                                 "https://acme-v02.api.letsencrypt.org/directory",
+                                 "https://CA.Example./dir?x=1"])
+def test_acme_directory_urls_that_work(tmp_path: Path, url: str) -> None:
+    cfg = config.parse({"host": {"names": ["a.example"]}, "acme": {"directory": url}}, tmp_path)
+    assert cfg.acme.directory == url
+
+
 def test_boolean_is_not_a_number(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lock_timeout: must be a number, not a boolean"):
         config.load(write(tmp_path, 'lock_timeout = true\nhost.names = ["a.example"]\n'))

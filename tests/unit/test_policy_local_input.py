@@ -54,3 +54,21 @@ def test_policy_file_that_is_not_utf8(tmp_path: Path, extra: tuple[str, ...]) ->
     assert str(ipsec_dir / "oeagent.conf") in str(document["error"])
     assert "UTF-8" in str(document["error"])
     assert (ipsec_dir / "oeagent.conf").read_bytes() == b"# edited by hand: caf\xe9\n"
+
+
+def test_acme_directory_host_with_a_trailing_dot(tmp_path: Path) -> None:
+    """The CA's host is kept reachable in clear: "ca.example." was looked up as
+    "ca.example.." (dns.name.EmptyLabel, exit 70)."""
+    config = tmp_path / "oeagent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nhost.names = ["a.example.org"]\n'
+        'acme.directory = "https://CA.Example./dir"\n'
+        f'nss.database = "sql:{tmp_path / "nss"}"\n'
+        '[discovery]\nresolver_port = 9\ndns_timeout = 0.5\n'
+        f'[pluto]\nipsec_dir = "{tmp_path / "ipsec.d"}"\nctlsocket = "{tmp_path / "pluto.ctl"}"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "oeagent", "--config", str(config), "--json", "policy",
+         "--dry-run"], capture_output=True, text=True, cwd=REPO, check=False, timeout=120)
+    document = json.loads(proc.stdout)
+    assert proc.returncode == 0, document
+    assert any("ca.example" in step["message"] for step in document["steps"])
