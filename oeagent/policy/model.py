@@ -185,7 +185,8 @@ def resolv_conf_servers(path: Path = Path("/etc/resolv.conf")) -> list[str]:
     """The host's own resolvers: it must always reach them in clear."""
     servers = []
     try:
-        lines = path.read_text().splitlines()
+        # Undecodable bytes (a Latin-1 comment) must not hide the servers on other lines.
+        lines = path.read_text("utf-8", errors="replace").splitlines()
     except OSError:
         return []
     for line in lines:

@@ -72,3 +72,13 @@ def test_acme_directory_host_with_a_trailing_dot(tmp_path: Path) -> None:
     document = json.loads(proc.stdout)
     assert proc.returncode == 0, document
     assert any("ca.example" in step["message"] for step in document["steps"])
+
+
+def test_resolv_conf_with_a_byte_that_is_not_utf8(tmp_path: Path) -> None:
+    """A Latin-1 comment in /etc/resolv.conf raised UnicodeDecodeError out of policy (exit
+    70); the name servers on the other lines must still be kept reachable."""
+    from oeagent.policy.model import resolv_conf_servers
+
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_bytes(b"# r\xe9seau du bureau\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n")
+    assert resolv_conf_servers(resolv) == ["192.0.2.53", "fe80::1"]
