@@ -53,7 +53,11 @@ MAX_CONFIG_BYTES = 16 * 2**20
 
 def config_path_from(cli_value: str | None) -> Path:
     """``--config`` wins, then ``$OEAGENT_CONFIG``, then the default path."""
-    if cli_value:
+    if cli_value is not None:
+        if not cli_value.strip():
+            # --config "$UNSET" must not quietly read the default (another host's config).
+            raise ConfigError(["--config is empty; name the configuration file or leave the "
+                               "option out"])
         return Path(cli_value)
     env = os.environ.get(CONFIG_ENV)
     return Path(env) if env else DEFAULT_CONFIG_PATH

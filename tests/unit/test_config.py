@@ -254,6 +254,13 @@ def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.config_path_from("/tmp/y.toml") == Path("/tmp/y.toml")
 
 
+def test_an_empty_config_option_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # --config "$UNSET" silently read /etc/oeagent/oeagent.toml (or $OEAGENT_CONFIG).
+    monkeypatch.setenv("OEAGENT_CONFIG", "/tmp/x.toml")
+    with pytest.raises(ConfigError, match="--config is empty"):
+        config.config_path_from("")
+
+
 def test_cli_broken_config_exits_78_listing_all_problems(tmp_path: Path) -> None:
     path = write(tmp_path, 'colour = 1\n[host]\nnames = ["bad name"]\n')
     proc = subprocess.run(
