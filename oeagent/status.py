@@ -76,6 +76,7 @@ def collect(config: Config, now: dt.datetime | None = None) -> dict[str, Any]:
     key = keys.load_key_pem(key_pem, "certificate key") if key_pem else None
     record = renewstate.load(state)
     report: dict[str, Any] = {"attention": attention, "state_dir": str(state.root)}
+    attention += _exposed_keys(state)
     try:
         removed = removal.load(state)
     except StateError as exc:
@@ -133,6 +134,24 @@ def collect(config: Config, now: dt.datetime | None = None) -> dict[str, Any]:
     report["keys"] = {"current": cur.as_dict() if cur else None,
                       "next": nxt.as_dict() if nxt else None}
     return report
+
+
+def _exposed_keys(state: StateDir) -> list[str]:
+    """Private keys in the state directory that group or others can read. oeagent writes
+    them 0600 and never loosens a mode, but one restored from a backup or copied by hand
+    keeps the mode it came with, and a key other local users could read is no secret."""
+    found = []
+    candidates = [*state.cert_key_path.parent.glob("*.pem"),
+                  *state.account_dir("").parent.glob("*/key.pem")]
+    for path in sorted(candidates):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            found.append(f"{path} holds a private key readable by group or others "
+                         f"(mode {mode:04o}); run: chmod 600 {path}")
+    return found
 
 
 def _event(event: renewstate.Event | None) -> dict[str, Any] | None:
