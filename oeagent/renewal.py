@@ -109,17 +109,29 @@ def decide(config: Config, cert: StoredCertificate | None, key: PrivateKey | Non
         return Decision(False, f"{until}; renewal at {ari.chosen.isoformat()}, inside the CA's "
                         f"ARI window {ari.start.isoformat()} .. {ari.end.isoformat()}",
                         ari.chosen, "ari")
-    when = record.fallback_at if record is not None and record.fallback_at else renewal_time(cert)
-    source = "fallback" if record is not None and record.fallback_at else "rule"
+    fallback = _stored_fallback(record, cert)
+    when = fallback or renewal_time(cert)
+    source = "fallback" if fallback else "rule"
     if now >= when:
         return Decision(True, f"renewal was due at {when.isoformat()}", when, source)
     return Decision(False, f"{until}, renewal due at {when.isoformat()}", when, source)
 
 
+def _stored_fallback(record: RenewalRecord | None, cert: StoredCertificate) -> dt.datetime | None:
+    """The jittered time kept in renewal.json, if it is one ``jittered_time`` could have
+    drawn: a damaged one in year 9999 would keep the certificate 'not due' until it
+    expired, one before its issue renew it at once."""
+    if record is None or record.fallback_at is None:
+        return None
+    if not cert.not_before <= record.fallback_at <= renewal_time(cert):
+        return None
+    return record.fallback_at
+
+
 def with_fallback_time(record: RenewalRecord, cert: StoredCertificate, cfg: RenewalConfig,
                        rng: random.Random) -> RenewalRecord:
     """Fix the jittered lifetime-rule time once per certificate (so restarts keep it)."""
-    if record.fallback_at is not None:
+    if _stored_fallback(record, cert) is not None:
         return record
     return dataclasses.replace(record, fallback_at=jittered_time(cert, cfg.jitter, rng))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from oeagent import config, keys, renewal
+from oeagent import config, keys, renewal, renewstate
 from oeagent.certstore import StoredCertificate, load_current, save
 from oeagent.errors import StateError
 from oeagent.state import StateDir
@@ -101,3 +102,21 @@ def test_clock_behind_only_past_ntp_skew() -> None:
     assert hours is not None and "about 3.0 hours later" in hours
     days = renewal.clock_behind(cert, NOW - dt.timedelta(days=365))
     assert days is not None and "clock is behind" in days and "about 365 days later" in days
+
+
+@pytest.mark.parametrize("stored", [dt.datetime(9999, 12, 31, tzinfo=dt.UTC),
+                                    dt.datetime(1, 1, 1, tzinfo=dt.UTC)])
+def test_a_stored_fallback_time_outside_the_lifetime_rule_is_not_trusted(
+        stored: dt.datetime) -> None:
+    """renewal.json's fallback_at is drawn once inside [rule - jitter, rule]; a value far
+    outside it is damage. Taken as it was, year 9999 kept the certificate 'not due' until it
+    expired -- with status saying nothing."""
+    key = keys.generate_key("ecdsa-p256")
+    cert = StoredCertificate(make_cert(key, ["a.example"], NOW - dt.timedelta(days=70),
+                                       dt.timedelta(days=90)), ())
+    record = renewstate.RenewalRecord(serial=cert.serial_hex, fallback_at=stored)
+    decision = renewal.decide(cfg(), cert, key, NOW, record)
+    assert decision.due and decision.renew_after == renewal.renewal_time(cert)
+    fixed = renewal.with_fallback_time(record, cert, cfg().renewal, random.Random(1))
+    assert fixed.fallback_at is not None
+    assert cert.not_before < fixed.fallback_at <= renewal.renewal_time(cert)
