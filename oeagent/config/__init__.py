@@ -11,6 +11,7 @@ problems, ``sections`` one builder per table; this module is the entry point.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,18 @@ def load(path: Path) -> Config:
     """Read and validate the config at ``path``; raise ConfigError with every problem."""
     try:
         with path.open("rb") as handle:
+            info = os.fstat(handle.fileno())
             # Bounded: /dev/zero or a FIFO that never ends would be read until memory ran out.
             raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError([f"file not found: {path}"], path) from None
     except OSError as exc:
         raise ConfigError([f"cannot read {path}: {exc.strerror}"], path) from None
+    if stat.S_ISREG(info.st_mode) and info.st_mode & 0o002:
+        # hooks.post_deploy runs as root: whoever can write this file owns the host.
+        raise ConfigError([f"writable by others (mode {stat.S_IMODE(info.st_mode):04o}); it "
+                           f"names the commands oeagent runs as root: run chmod o-w {path}"],
+                          path)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError([f"larger than {MAX_CONFIG_BYTES // 2**20} MiB; is it the config?"],
                           path)

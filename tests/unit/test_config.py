@@ -185,6 +185,20 @@ def test_acme_directory_urls_that_work(tmp_path: Path, url: str) -> None:
     assert cfg.acme.directory == url
 
 
+def test_a_config_others_can_write_is_refused(tmp_path: Path) -> None:
+    # It names the commands oeagent runs as root after every deploy (hooks.post_deploy) and
+    # where it writes: any local user who can write it owns the host.
+    path = write(tmp_path, 'host.names = ["a.example"]\n')
+    path.chmod(0o666)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.problems == [
+        f"writable by others (mode 0666); it names the commands oeagent runs as root: "
+        f"run chmod o-w {path}"]
+    path.chmod(0o644)
+    assert config.load(path).host.names == ("a.example",)
+
+
 def test_boolean_is_not_a_number(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lock_timeout: must be a number, not a boolean"):
         config.load(write(tmp_path, 'lock_timeout = true\nhost.names = ["a.example"]\n'))
