@@ -194,7 +194,10 @@ def _text(r: dict[str, Any]) -> str:
     via = f" via {r['source']}" if r["source"] else ""
     held = f", held until {r['held_until']}" if r["held"] else ""
     notes = "".join(f"\n  note: {n}" for n in r.get("notes", ()))
-    return f"{r['peer']}: {r['status']}{via} -> {r['decision']}{held}{why}{notes}"
+    # A refused peer is shown as typed; quoted when it is not printable, so an escape
+    # sequence in a --from-file line cannot reach the terminal.
+    peer = r["peer"] if r["peer"].isprintable() else repr(r["peer"])
+    return f"{peer}: {r['status']}{via} -> {r['decision']}{held}{why}{notes}"
 
 
 def timing(cfg: Config) -> Timing:

@@ -35,3 +35,21 @@ def test_an_endless_file_is_refused(tmp_path: Path) -> None:
     # /dev/zero (or a FIFO someone keeps writing to) was read until memory ran out.
     with pytest.raises(OeagentError, match="larger than"):
         read_peer_file(Path("/dev/zero"))
+
+
+def test_text_output_never_echoes_control_characters(tmp_path: Path) -> None:
+    """A line with an escape sequence is refused as a peer, but its text row printed the
+    peer raw: ESC ] 0 ; ... BEL retitled the operator's terminal, ESC [ 2 J cleared it."""
+    import io
+
+    from oeagent import config
+    from oeagent.discovery import discover
+
+    cfg = config.parse({"state_dir": str(tmp_path / "state"),
+                        "host": {"names": ["a.example.org"]}}, tmp_path)
+    out = io.StringIO()
+    discover(cfg, ["\x1b]0;pwned\x07x.example.org", "a\x1b[2Jb.example.org"], out=out)
+    text = out.getvalue()
+    assert "\x1b" not in text and "\x07" not in text, text
+    assert "'\\x1b]0;pwned\\x07x.example.org': invalid" in text, text
+
