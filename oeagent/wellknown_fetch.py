@@ -47,7 +47,10 @@ class Response:
         """Why this is not a document under the rules, and whether that means "not
         published" (404/410); None for a 200."""
         if 300 <= self.status < 400:
-            return f"refusing to follow a redirect ({self.status} to {self.location})", False
+            # The peer's own text, bound for a terminal: escape sequences stay visible only.
+            target = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                             for c in self.location)
+            return f"refusing to follow a redirect ({self.status} to {target})", False
         if self.status in (404, 410):
             return f"not published (HTTP {self.status})", True
         if self.status != 200:

@@ -53,3 +53,13 @@ def test_text_output_never_echoes_control_characters(tmp_path: Path) -> None:
     assert "\x1b" not in text and "\x07" not in text, text
     assert "'\\x1b]0;pwned\\x07x.example.org': invalid" in text, text
 
+
+def test_a_redirect_target_with_control_characters_is_quoted() -> None:
+    """The Location header of a peer's redirect is the peer's text: shown in the reason (and
+    so on the operator's terminal) with its control characters escaped."""
+    from oeagent.wellknown_fetch import Response
+
+    refusal = Response(302, "", "https://x.example/\x1b]0;pwned\x07\x1b[2J", b"").refusal()
+    assert refusal is not None
+    reason, _ = refusal
+    assert reason.isprintable() and "\\x1b]0;pwned\\x07" in reason, reason
