@@ -91,3 +91,18 @@ def test_mode_none_may_pin_nothing() -> None:
     ad = advert(mode="none", pins=())
     parsed, _ = parse_document(ad.document_bytes(NOW + dt.timedelta(days=1)), "server.oe.test", NOW)
     assert parsed.mode == "none"
+
+
+def test_duplicate_keys_are_found_in_linear_time_and_shown_quoted() -> None:
+    # keys.count() per key: ~7,000 keys in 64 KiB cost half a second of CPU per hostile
+    # document; and the keys, the peer's own text, went into the reason raw.
+    import time
+
+    many = b"{" + b",".join(b'"%x":1' % i for i in range(7000)) + b',"0":1}'
+    started = time.monotonic()
+    with pytest.raises(AdvertisementError, match="repeats the key"):
+        parse_document(many, "server.oe.test", NOW)
+    assert time.monotonic() - started < 0.2
+    with pytest.raises(AdvertisementError) as info:
+        parse_document(b'{"\\u001b]0;x\\u0007": 1, "\\u001b]0;x\\u0007": 2}', "server.oe.test", NOW)
+    assert str(info.value).isprintable(), str(info.value)
