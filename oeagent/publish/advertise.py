@@ -16,6 +16,7 @@ from typing import Any
 from oeagent import certstore, keyroll, keys
 from oeagent.advertisement import AUTH_METHODS, Advertisement
 from oeagent.config import Config
+from oeagent.errors import StateError
 from oeagent.publish import records
 from oeagent.publish.base import Desired, PublishError
 from oeagent.state import StateDir
@@ -46,11 +47,20 @@ class Ledger:
 
     @classmethod
     def load(cls, state: StateDir) -> Ledger:
-        raw = state.read_json(ledger_path(state)) or {}
+        path = ledger_path(state)
+        raw = state.read_json(path) or {}
         pins = raw.get("pins") if isinstance(raw.get("pins"), dict) else {}
         auth = raw.get("auth") if raw.get("auth") in AUTH_METHODS else None
-        return cls(dict(pins or {}), raw.get("unenrolled_at"), bool(raw.get("purged", False)),
-                   auth)
+        unenrolled_at = raw.get("unenrolled_at")
+        # The times are checked here, not where they are used (exit 70 there), and a damaged
+        # one is never dropped: without unenrolled_at an unenrolled host would advertise
+        # itself again.
+        for field, value in [("unenrolled_at", unenrolled_at),
+                             *((f"pins[{pin!r}]", when) for pin, when in (pins or {}).items())]:
+            if value is not None and _aware_time(value) is None:
+                raise StateError(f"{path} is damaged: {field} is not a time with a zone; "
+                                 "fix or remove that field")
+        return cls(dict(pins or {}), unenrolled_at, bool(raw.get("purged", False)), auth)
 
     def save(self, state: StateDir, advert: Advertisement | None) -> None:
         if advert is not None:
@@ -66,6 +76,14 @@ class Ledger:
 
     def note_pins(self, pins: tuple[str, ...], now: dt.datetime) -> None:
         self.pins = {pin: self.pins.get(pin, now.isoformat()) for pin in pins}
+
+
+def _aware_time(value: object) -> dt.datetime | None:
+    try:
+        when = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
 
 
 def ledger_path(state: StateDir) -> Path:
