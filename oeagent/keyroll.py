@@ -55,10 +55,13 @@ def _record_path(state: StateDir) -> Path:
 
 
 def _time(value: Any) -> dt.datetime | None:
+    """A time from keys.json; damage reads as absent, a time without a zone too (it could
+    not be compared with now: TypeError out of renew)."""
     try:
-        return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+        when = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         return None
+    return when if when is not None and when.tzinfo is not None else None
 
 
 def _info(entry: Any, key: keys.PrivateKey, now: dt.datetime) -> KeyInfo:
