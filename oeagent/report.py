@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,12 +29,25 @@ class Reporter:
         self.as_json = as_json
         self.stream = stream if stream is not None else sys.stdout
         self.steps: list[Step] = []
+        self.reader_gone = False
+        """stdout was closed (``oeagent enroll | head -1``): the rest is not shown."""
+
+    def write(self, text: str) -> None:
+        """Show ``text``. A reader that went away never stops the action: an enrollment
+        must not end halfway because nobody reads its account any more."""
+        if self.reader_gone:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.reader_gone = True
+            silence(self.stream)
 
     def step(self, name: str, message: str, **data: Any) -> None:
         self.steps.append(Step(name, message, data))
         if not self.as_json:
-            self.stream.write(f"[{name}] {message}\n")
-            self.stream.flush()
+            self.write(f"[{name}] {message}\n")
 
     def finish(
         self,
@@ -52,8 +66,21 @@ class Reporter:
                 "steps": [{"step": s.name, "message": s.message, **s.data} for s in self.steps],
                 **(result or {}),
             }
-            self.stream.write(json.dumps(document, default=str, sort_keys=False) + "\n")
-            self.stream.flush()
+            self.write(json.dumps(document, default=str, sort_keys=False) + "\n")
+
+
+def silence(stream: TextIO) -> None:
+    """Point a stream whose reader went away at /dev/null, so that what is still buffered,
+    and the interpreter's last flush, go nowhere instead of raising BrokenPipeError again."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a file (a StringIO in tests): nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 class NullReporter(Reporter):

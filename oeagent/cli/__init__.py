@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from oeagent.cli.commands import ACTIONS
 from oeagent.cli.parser import UsageError, build_parser
 from oeagent.errors import EX_SOFTWARE, OeagentError
-from oeagent.report import Reporter
+from oeagent.report import Reporter, silence
 
 __all__ = ["build_parser", "main"]
 
 EX_USAGE = 2  # what argparse exits with; scripts and tests already expect it
+EX_PIPE = 141  # a shell's status for a process killed by SIGPIPE
 
 
 def _configure_logging(debug: bool) -> None:
@@ -69,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"oeagent {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout closed under a command that writes its rows itself (discover): stop, as a
+        # pipeline member killed by SIGPIPE would (128 + 13), without an internal error.
+        silence(sys.stdout)
+        return EX_PIPE
     except Exception as exc:  # noqa: BLE001 - last resort: a bug, reported as one line
         if args.debug:
             traceback.print_exc()

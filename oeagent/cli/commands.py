@@ -84,7 +84,7 @@ def _run_status(args: argparse.Namespace, reporter: Reporter) -> dict[str, objec
 
     report = collect(_load_config(args))
     if not args.json:
-        reporter.stream.write(render_text(report))
+        reporter.write(render_text(report))
     if report["attention"]:
         raise NeedsAttention("; ".join(str(a) for a in report["attention"]), result=report)
     return report
