@@ -28,6 +28,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(self, message)
 
 
+def _given(text: str) -> str:
+    """An option value that says something: "" (a script's unset variable) is refused,
+    not taken as the current directory or as "use the default"."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty")
+    return text
+
+
 def _port(text: str) -> int:
     """A TCP port for ``serve --port``; 0 asks the kernel for a free one (tests)."""
     try:
@@ -98,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _global_options(discover, in_subcommand=True)
     discover.add_argument("peers", nargs="*", metavar="PEER", help="host name or IP address")
-    discover.add_argument("--from-file", metavar="FILE",
+    discover.add_argument("--from-file", metavar="FILE", type=_given,
                           help="names or IPs, one a line ('#' comments); looked up concurrently")
 
     policy = commands.add_parser(
@@ -158,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _global_options(serve, in_subcommand=True)
-    serve.add_argument("--listen", metavar="ADDRESS",
+    serve.add_argument("--listen", metavar="ADDRESS", type=_given,
                        help="default: publish.wellknown.listen_address")
     serve.add_argument("--port", type=_port, help="default: publish.wellknown.port")
     _renewal_commands(commands)
@@ -212,6 +220,6 @@ def _renewal_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         ),
     )
     _global_options(units, in_subcommand=True)
-    units.add_argument("--directory", metavar="DIR", default="/etc/systemd/system",
+    units.add_argument("--directory", metavar="DIR", default="/etc/systemd/system", type=_given,
                        help="where to write the units (default: /etc/systemd/system)")
     units.add_argument("--dry-run", action="store_true", help="print the units; write nothing")

@@ -104,6 +104,19 @@ def test_usage_errors_with_json_are_one_json_object(argv: list[str],
     assert document["error"] and document["error"] in captured.err
 
 
+@pytest.mark.parametrize("argv", [["install-units", "--directory", ""],
+                                  ["serve", "--listen", " "],
+                                  ["discover", "--from-file", ""]])
+def test_an_empty_option_value_is_a_usage_error(argv: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # "$UNSET": --directory "" wrote the units into the current directory, --listen "" took
+    # the configured address as if the option were not there.
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert "is empty" in capsys.readouterr().err
+
+
 def test_acme_stack_without_dns01_does_not_import_dnspython() -> None:
     # dnspython is only for dns-01: an http-01 enrollment does not pay for its imports.
     code = "import sys\nimport oeagent.enroll, oeagent.ca\nprint('dns' in sys.modules)"
