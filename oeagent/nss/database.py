@@ -127,7 +127,11 @@ class NssDatabase:
                 f"{self.directory} holds a legacy DBM database (cert8.db); upgrade it with "
                 "'certutil --upgrade-merge' or 'ipsec checknss' first"
             )
-        fsio.ensure_private_dir(self.directory)
+        try:
+            fsio.ensure_private_dir(self.directory)
+        except OSError as exc:  # a file in the way, a read-only file system, ...
+            raise NssError(f"cannot create the NSS database directory {self.directory} "
+                           f"(nss.database): {exc.strerror}") from None
         with password_file(self._password) as pw:
             secret = ["-f", str(pw)] if self._password is not None else ["--empty-password"]
             result = proc.run(["certutil", "-N", "-d", self.database, *secret], check=False)

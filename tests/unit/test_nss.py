@@ -167,6 +167,16 @@ def test_ensure_exists_creates_private_directory_once(tmp_path: Path) -> None:
     assert database.keys() == []
 
 
+@pytest.mark.parametrize("where", ["file", "file/sub"])
+def test_ensure_exists_where_a_file_is_in_the_way(tmp_path: Path, where: str) -> None:
+    # nss.database naming a file (or a path through one) raised FileExistsError or
+    # NotADirectoryError out of enroll: exit 70 instead of one NssError naming it.
+    (tmp_path / "file").write_text("not a directory\n")
+    database = NssDatabase(f"sql:{tmp_path / where}")
+    with pytest.raises(NssError, match="cannot create the NSS database directory"):
+        database.ensure_exists()
+
+
 def test_password_file_formats() -> None:
     assert parse_password_file("NSS Certificate DB:s3:cret\n") == "s3:cret"
     assert parse_password_file("other token:x\nNSS Certificate DB:pw\n") == "pw"
