@@ -53,6 +53,8 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
             "pluto is not running (no %s); it reads the certificates when it starts", ctlsocket
         )
         return None
+    except OSError as exc:  # a file where a directory should be, no permission
+        raise PlutoError(f"cannot look at {ctlsocket} (pluto.ctlsocket): {exc.strerror}") from None
     if nickname is not None:
         status = _whack(ctlsocket, ["--status"], timeout)
         if status is None:

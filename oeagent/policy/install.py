@@ -106,6 +106,8 @@ def pluto_running(ctlsocket: Path) -> bool:
         return stat.S_ISSOCK(ctlsocket.stat().st_mode)
     except FileNotFoundError:
         return False
+    except OSError as exc:  # a file where a directory should be, no permission
+        raise PolicyError(f"cannot look at {ctlsocket} (pluto.ctlsocket): {exc.strerror}") from None
 
 
 def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str | None) -> str:

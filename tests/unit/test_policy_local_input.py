@@ -82,3 +82,25 @@ def test_resolv_conf_with_a_byte_that_is_not_utf8(tmp_path: Path) -> None:
     resolv = tmp_path / "resolv.conf"
     resolv.write_bytes(b"# r\xe9seau du bureau\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n")
     assert resolv_conf_servers(resolv) == ["192.0.2.53", "fe80::1"]
+
+
+@pytest.mark.parametrize("command", [("policy",), ("unenroll", "--remove-nss")])
+def test_ctlsocket_path_through_a_file(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """pluto.ctlsocket under a regular file: only FileNotFoundError was expected when asking
+    whether pluto runs, and NotADirectoryError came out as exit 70."""
+    (tmp_path / "file").write_text("not a directory\n")
+    config = tmp_path / "oeagent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nhost.names = ["a.example.org"]\n'
+        'acme.directory = "https://127.0.0.1:14000/dir"\n'
+        f'nss.database = "sql:{tmp_path / "nss"}"\n'
+        f'[pluto]\nipsec_dir = "{tmp_path / "ipsec.d"}"\n'
+        f'ctlsocket = "{tmp_path / "file" / "pluto.ctl"}"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "oeagent", "--config", str(config), "--json", *command],
+        capture_output=True, text=True, cwd=REPO, check=False, timeout=120)
+    document = json.loads(proc.stdout)
+    assert proc.returncode in (0, 1), document
+    assert "internal error" not in str(document["error"]) and "Traceback" not in proc.stderr
+    if proc.returncode == 1:
+        assert "pluto.ctlsocket" in str(document["error"]), document
