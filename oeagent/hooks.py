@@ -66,7 +66,7 @@ def run_post_deploy(config: Config, state: StateDir, cert: StoredCertificate, ev
     for argv in config.hooks.post_deploy:
         try:
             done = proc.run(argv, check=False, timeout=config.hooks.timeout, env=env)
-        except OeagentError as exc:  # not found, timed out
+        except OeagentError as exc:  # not found, not runnable, timed out
             results.append(HookResult(argv, False, str(exc)))
         else:
             output = (done.stderr or done.stdout).strip().splitlines()

@@ -37,7 +37,7 @@ def run(
     """Run ``argv`` and return its result with text stdout/stderr.
 
     Raises CommandError for a non-zero exit when ``check`` is set, and OeagentError when the
-    program is missing or times out. ``input_bytes`` is never logged.
+    program is missing, cannot be run or times out. ``input_bytes`` is never logged.
     """
     args = [str(a) for a in argv]
     for arg in args:
@@ -55,6 +55,8 @@ def run(
         )
     except FileNotFoundError as exc:
         raise OeagentError(f"{args[0]} is not installed (not found on PATH)") from exc
+    except OSError as exc:  # there but not runnable: no execute bit, no #! line, a directory
+        raise OeagentError(f"cannot run {args[0]}: {exc.strerror}") from exc
     except subprocess.TimeoutExpired as exc:
         raise OeagentError(f"{args[0]} did not finish within {timeout:g} s") from exc
     result = subprocess.CompletedProcess(
