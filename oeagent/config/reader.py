@@ -162,13 +162,16 @@ class _Table:
         return tuple(out)
 
     def _nonempty(self, key: str) -> str | None:
-        """A string that must say something: "" is refused rather than taken as the
+        """A file name that must say something: "" is refused rather than taken as the
         default (``state_dir = ""`` from a template with an unset variable would otherwise
-        run in /var/lib/oeagent)."""
+        run in /var/lib/oeagent), and so is a leading "~"."""
         value = self.text(key, None)
         if value is not None and not value.strip():
             self.reader.problem(self.key_path(key),
                                 "is empty; leave the key out to use the default")
+            return None
+        if value is not None and value.startswith("~"):
+            self.reader.problem(self.key_path(key), TILDE)
             return None
         return value
 
@@ -235,6 +238,9 @@ class _Reader:
                 if key not in table.used:
                     self.problem(table.key_path(key), "unknown key")
 
+
+TILDE = ("starts with '~', which is not expanded (it would name a directory '~' next to "
+         "the config file); give the path in full")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

@@ -35,6 +35,7 @@ from oeagent.config.model import (
     StaticPeer,
 )
 from oeagent.config.reader import (
+    TILDE,
     _check_email,
     _check_profile,
     _check_url,
@@ -343,6 +344,8 @@ def _check_nss_database(reader: _Reader) -> Callable[[str], str]:
         directory = value.removeprefix("sql:")
         if not directory or "\x00" in directory:
             raise ValueError("names no directory")
+        if directory.startswith("~"):
+            raise ValueError(TILDE)
         path = Path(directory) if os.path.isabs(directory) else reader.base_dir / directory
         return f"sql:{path}"
 
@@ -353,6 +356,8 @@ def _check_trust_anchors(reader: _Reader) -> Callable[[str], str]:
     def check(value: str) -> str:
         if value in BUILTIN_TRUST_ANCHORS:
             return value
+        if value.startswith("~"):
+            raise ValueError(TILDE)
         path = Path(value) if os.path.isabs(value) else reader.base_dir / value
         if not path.is_file():
             raise ValueError(

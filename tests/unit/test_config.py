@@ -199,6 +199,19 @@ def test_a_config_others_can_write_is_refused(tmp_path: Path) -> None:
     assert config.load(path).host.names == ("a.example",)
 
 
+def test_a_path_starting_with_a_tilde_is_refused(tmp_path: Path) -> None:
+    # Taken as relative to the config file: state_dir = "~/oeagent" made a directory
+    # literally named "~" next to /etc/oeagent/oeagent.toml.
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, 'state_dir = "~/oeagent"\nhost.names = ["a.example"]\n'
+                          'nss.database = "sql:~root/nss"\n'
+                          'challenge.dns.tsig_secret_file = "~/tsig.key"\n'))
+    problems = "\n".join(info.value.problems)
+    for key in ("state_dir", "nss.database", "challenge.dns.tsig_secret_file"):
+        assert f"{key}: " in problems, problems
+    assert problems.count("'~', which is not expanded") == 3, problems
+
+
 def test_boolean_is_not_a_number(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lock_timeout: must be a number, not a boolean"):
         config.load(write(tmp_path, 'lock_timeout = true\nhost.names = ["a.example"]\n'))
