@@ -312,8 +312,22 @@ def _build_renewal(root: _Table) -> RenewalConfig:
 
 def _build_hooks(root: _Table) -> HooksConfig:
     t = root.table("hooks")
+    post_deploy = t.argv_lists("post_deploy")
+    for index, argv in enumerate(post_deploy):
+        # Hooks run as root after every deploy: a program others may rewrite is as bad as a
+        # config file they may rewrite (refused by the reader). A program missing now is
+        # reported when the hook runs (it may be installed later).
+        try:
+            mode = os.stat(argv[0]).st_mode
+        except OSError:
+            continue
+        if mode & 0o022:
+            root.reader.problem(
+                f"hooks.post_deploy[{index}]",
+                f"the program {argv[0]!r} is writable by group or others (mode "
+                f"{mode & 0o777:04o}) and would run as root; run: chmod go-w {argv[0]}")
     return HooksConfig(
-        post_deploy=t.argv_lists("post_deploy"),
+        post_deploy=post_deploy,
         timeout=t.duration("timeout", 120.0, 1, 3600),
     )
 

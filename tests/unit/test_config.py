@@ -253,6 +253,32 @@ def test_secret_readable_by_others_is_refused(tmp_path: Path) -> None:
                           'challenge.dns.tsig_secret_file = "tsig.key"\n'))
 
 
+def test_a_huge_secret_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    secret = tmp_path / "tsig.key"
+    with secret.open("wb") as out:
+        out.truncate(64 * 1024 + 1)  # sparse: its size is what is checked, not its content
+    secret.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"is 65537 bytes: not a key file \(at most 65536\)"):
+        config.load(write(tmp_path, 'host.names = ["a.example"]\nchallenge.type = "dns-01"\n'
+                          'challenge.dns.tsig_secret_file = "tsig.key"\n'))
+
+
+def test_a_hook_program_others_can_write_is_refused(tmp_path: Path) -> None:
+    # Hooks run as root after every deploy, like the commands a config names.
+    hook = tmp_path / "reload-nginx"
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    hook.chmod(0o757)
+    text = (f'host.names = ["a.example"]\n[hooks]\npost_deploy = [["/bin/true"], '
+            f'["{hook}", "--now"], ["/nonexistent/later"]]\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, text))
+    assert info.value.problems == [
+        f"hooks.post_deploy[1]: the program '{hook}' is writable by group or others (mode "
+        f"0757) and would run as root; run: chmod go-w {hook}"]
+    hook.chmod(0o755)
+    assert len(config.load(write(tmp_path, text)).hooks.post_deploy) == 3
+
+
 def test_secret_from_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
