@@ -51,6 +51,9 @@ def locate(name: str, base_dir: Path) -> Path:
     return base_dir / name
 
 
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
 def read_secret(name: str, base_dir: Path) -> Secret:
     """Read a base64 secret (plain, or a BIND ``key { secret "..."; }`` file).
 
@@ -65,6 +68,9 @@ def read_secret(name: str, base_dir: Path) -> Secret:
         raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise ValueError(f"secret file {path} is not a regular file")
+    if info.st_size > MAX_SECRET_FILE_BYTES:  # a key file is a few hundred bytes
+        raise ValueError(f"secret file {path} is {info.st_size} bytes: not a key file "
+                         f"(at most {MAX_SECRET_FILE_BYTES})")
     if info.st_mode & 0o077:
         raise ValueError(
             f"secret file {path} is readable by group or others (mode {info.st_mode & 0o777:04o}); "
