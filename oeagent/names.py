@@ -89,8 +89,8 @@ def normalize_ip(text: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
         # ipaddress keeps "%eth0"; pluto, certificates and DNS know no zone index, and the
         # text would reach a policy file as it stands.
-        raise ValueError(f"{text!r} has a zone index (%{address.scope_id}); give the plain "
-                         "address")
+        # The text shows through repr only: a zone index may hold any character.
+        raise ValueError(f"{text!r} has a zone index (after the '%'); give the plain address")
     return str(address)
 
 

@@ -53,8 +53,12 @@ def test_ip_and_nickname() -> None:
     with pytest.raises(ValueError):
         names.normalize_ip("192.0.2.1/24")
     # ipaddress keeps an IPv6 zone index, which reached a policy file as "fe80::1%eth0/128".
-    with pytest.raises(ValueError, match=r"zone index \(%eth0\)"):
+    with pytest.raises(ValueError, match=r"zone index \(after the '%'\)"):
         names.normalize_ip("fe80::1%eth0")
+    # ... and a zone index with a control character is shown escaped, never raw.
+    with pytest.raises(ValueError) as info:
+        names.normalize_ip("fe80::1%eth0\x1b[2J")
+    assert "\x1b" not in str(info.value) and "\\x1b" in str(info.value)
     assert names.check_nickname("oeagent-server.oe") == "oeagent-server.oe"
     for bad in ("", "a b", "../x", "-x", "x" * 65, "a;b", "oeagent\n"):
         with pytest.raises(ValueError):
