@@ -189,6 +189,11 @@ def _check_peer(value: str) -> str:
     if not 2 <= len(parts) <= 4:
         raise ValueError(f"{value!r} is not 'FQDN ADDRESS [AUTH] [MODE]'")
     fqdn, address = names.normalize_fqdn(parts[0]), names.normalize_ip(parts[1])
+    mapped = getattr(ipaddress.ip_address(address), "ipv4_mapped", None)
+    if mapped is not None:
+        # Its conn would be an IPv6 one that the peer's IPv4 traffic never matches: an
+        # enforce peer that looks protected and is not.
+        raise ValueError(f"{parts[1]!r} is an IPv4-mapped IPv6 address; give {mapped}")
     auth = parts[2] if len(parts) > 2 else "ecdsa"
     mode = parts[3] if len(parts) > 3 else "enforce"
     if auth not in ("ecdsa", "rsasig") or mode not in ("enforce", "testing"):

@@ -52,14 +52,17 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
                                     "max_cache": 120, "https_ca_bundle": "missing.pem", "x": 1},
                       "policy": {"clear": ["10.0.0.1/8", "fe80::/64%eth0"], "block": ["nope"],
                                  "peers": ["db.example.org", "db.example.org 192.0.2.5 psk",
-                                           "db.example.org fe80::1%eth0"]}},
+                                           "db.example.org fe80::1%eth0",
+                                           "db.example.org ::ffff:198.51.100.5"]}},
                      tmp_path)
     problems = "\n".join(info.value.problems)
     for key in ("discovery.resolver", "discovery.https_port", "discovery.max_cache",
                 "discovery.https_ca_bundle", "discovery.x: unknown key", "policy.clear[0]",
                 "policy.clear[1]: 'fe80::/64%eth0' has a zone index",
                 "policy.block[0]", "policy.peers[0]", "policy.peers[1]",
-                "policy.peers[2]: 'fe80::1%eth0' has a zone index"):
+                "policy.peers[2]: 'fe80::1%eth0' has a zone index",
+                "policy.peers[3]: '::ffff:198.51.100.5' is an IPv4-mapped IPv6 address; "
+                "give 198.51.100.5"):
         assert key in problems, key
 
 
