@@ -107,6 +107,9 @@ def apply(cfg: Config, reporter: Reporter, *, dry_run: bool = False,
     """
     now = now or dt.datetime.now(dt.UTC)
     state = StateDir(cfg.state_dir)
+    if dry_run and not state.root.exists():
+        # Nothing to read under a lock, and a dry run must not create the state directory.
+        return _apply(cfg, state, reporter, dry_run, now)
     with state.lock(cfg.lock_timeout):
         if not dry_run:
             # Temp files of a killed run (state directory, and ours in the ipsec directory):

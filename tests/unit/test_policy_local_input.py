@@ -104,3 +104,15 @@ def test_ctlsocket_path_through_a_file(tmp_path: Path, command: tuple[str, ...])
     assert "internal error" not in str(document["error"]) and "Traceback" not in proc.stderr
     if proc.returncode == 1:
         assert "pluto.ctlsocket" in str(document["error"]), document
+
+
+def test_a_dry_run_leaves_no_state_directory_behind(tmp_path: Path) -> None:
+    """policy --dry-run took the state lock, which created the state directory (and its
+    subdirectories and lock file) on a host that had none: a dry run changed the host."""
+    ipsec_dir = tmp_path / "ipsec.d"
+    ipsec_dir.mkdir()
+    code, document = run_policy(tmp_path, ipsec_dir, "--dry-run")
+    assert code == 0, document
+    assert document["dry_run"] is True and document["diff"]
+    assert not (tmp_path / "state").exists()
+    assert sorted(p.name for p in ipsec_dir.iterdir()) == []
