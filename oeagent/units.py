@@ -9,6 +9,7 @@ from ``$CREDENTIALS_DIRECTORY`` under ``ProtectSystem=strict``.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from importlib import resources
@@ -93,6 +94,9 @@ def install_units(config: Config, config_path: Path, directory: str, reporter: R
     target = Path(directory)
     exe = exe or executable()
     written = []
+    if not dry_run:
+        for stale in _stale_temp_files(target):
+            reporter.step("recover", f"removed {stale}, left by an interrupted install-units")
     for name in UNITS:
         text = render(name, config, config_path, exe)
         if dry_run:
@@ -110,3 +114,15 @@ def install_units(config: Config, config_path: Path, directory: str, reporter: R
     reporter.step("next", "or the timer: systemctl daemon-reload && "
                   "systemctl enable --now oeagent-renew.timer")
     return {"directory": str(target), "written": written, "dry_run": dry_run}
+
+
+def _stale_temp_files(directory: Path) -> list[Path]:
+    """Temp files of our own units (``.oeagent.service.XXXX.tmp``, from ``fsio.atomic_write``)
+    that a killed install-units left in the unit directory; nothing else is touched."""
+    removed = []
+    for name in UNITS:
+        for path in directory.glob(f".{name}.*.tmp") if directory.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
