@@ -75,6 +75,17 @@ def address_order(address: str) -> tuple[int, int]:
     return ip.version, int(ip)
 
 
+SHOWN_CHARACTERS = 64
+
+
+def shown(text: str) -> str:
+    """``text`` fit for a message about refusing it: quoted (no escape sequence reaches a
+    terminal) and cut to SHOWN_CHARACTERS with its length, so a 50 MB line is not echoed."""
+    if len(text) <= SHOWN_CHARACTERS:
+        return repr(text)
+    return f"{text[:SHOWN_CHARACTERS]!r}... ({len(text)} characters)"
+
+
 def normalize_ip(text: str) -> str:
     """Return the canonical text of an IPv4/IPv6 address (no zone index), or raise
     ValueError."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from oeagent import names
 from oeagent.config import Config
 from oeagent.discovery import claims
 from oeagent.discovery.cache import (
@@ -194,9 +195,10 @@ def _text(r: dict[str, Any]) -> str:
     via = f" via {r['source']}" if r["source"] else ""
     held = f", held until {r['held_until']}" if r["held"] else ""
     notes = "".join(f"\n  note: {n}" for n in r.get("notes", ()))
-    # A refused peer is shown as typed; quoted when it is not printable, so an escape
-    # sequence in a --from-file line cannot reach the terminal.
-    peer = r["peer"] if r["peer"].isprintable() else repr(r["peer"])
+    # A refused peer is shown as typed; quoted (and cut short when long) when it is not
+    # printable, so an escape sequence in a --from-file line cannot reach the terminal.
+    plain = r["peer"].isprintable() and len(r["peer"]) <= names.SHOWN_CHARACTERS
+    peer = r["peer"] if plain else names.shown(r["peer"])
     return f"{peer}: {r['status']}{via} -> {r['decision']}{held}{why}{notes}"
 
 

@@ -124,8 +124,10 @@ class Discoverer:
             try:
                 fqdn = names.normalize_fqdn(peer)
             except ValueError as exc:
-                return Result(peer, status="invalid", reasons=[f"not a name or address: {exc}"],
-                              refused=True)
+                # The refusal names the peer once, cut short: it may be a 50 MB line.
+                why = str(exc).replace(repr(peer), "it")
+                return Result(peer, status="invalid", refused=True,
+                              reasons=[f"not a name or address: {why}"])
             return self._lookup_name(Result(fqdn, fqdn), now, reverse=None)
         return self._lookup_address(Result(address), address, now)
 

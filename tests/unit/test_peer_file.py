@@ -54,6 +54,25 @@ def test_text_output_never_echoes_control_characters(tmp_path: Path) -> None:
     assert "'\\x1b]0;pwned\\x07x.example.org': invalid" in text, text
 
 
+def test_a_huge_refused_line_is_shown_once_and_cut_short(tmp_path: Path) -> None:
+    """A 1 MB --from-file line was echoed whole twice per row: as the peer and inside the
+    reason. The row shows its first characters and its length; the JSON keeps it whole."""
+    import io
+
+    from oeagent import config
+    from oeagent.discovery import discover
+
+    cfg = config.parse({"host": {"names": ["a.example.org"]},
+                        "state_dir": str(tmp_path / "state")}, tmp_path)
+    huge = "a" * 1_000_000
+    out = io.StringIO()
+    discover(cfg, [huge], out=out)
+    text = out.getvalue()
+    assert len(text) < 400, len(text)
+    assert text.startswith(f"{'a' * 64!r}... (1000000 characters): invalid")
+    assert "not a name or address: it is longer than 253 characters" in text
+
+
 def test_a_redirect_target_with_control_characters_is_quoted() -> None:
     """The Location header of a peer's redirect is the peer's text: shown in the reason (and
     so on the operator's terminal) with its control characters escaped."""
