@@ -108,7 +108,7 @@ def discovery_job(config: Config, reporter: Reporter, critical: Critical,
     expires (``oeagent.discovery.next_refresh``), no sooner than the cache's MIN_INTERVAL
     (30 s, also its spacing of retries) and no later than DISCOVERY_MAX_INTERVAL."""
     from oeagent.discovery import next_refresh
-    from oeagent.discovery.cache import MIN_INTERVAL
+    from oeagent.discovery.entries import MIN_INTERVAL
     from oeagent.policy import refresh
 
     now = now or dt.datetime.now(dt.UTC)

@@ -20,15 +20,9 @@ from typing import Any, TextIO
 from oeagent import names
 from oeagent.config import Config
 from oeagent.discovery import claims
-from oeagent.discovery.cache import (
-    MIN_INTERVAL,
-    Decision,
-    Entry,
-    InstalledKey,
-    PeerCache,
-    Timing,
-    merge,
-)
+from oeagent.discovery.cache import PeerCache
+from oeagent.discovery.entries import MIN_INTERVAL, Decision, Entry, InstalledKey, Timing
+from oeagent.discovery.holding import merge
 from oeagent.discovery.lookup import Discoverer, Result
 from oeagent.errors import OeagentError
 from oeagent.state import StateDir

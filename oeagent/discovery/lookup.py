@@ -11,7 +11,7 @@ Outcomes (``Result.status``):
 - ``invalid``: something was published but failed the checks (each reason is kept).
 
 Bogus, unreachable and invalid are never "none": the cache keeps an unexpired enforce
-advertisement through them (``oeagent.discovery.cache``).
+advertisement through them (``oeagent.discovery.holding``).
 """
 
 from __future__ import annotations
@@ -63,11 +63,11 @@ class Result:
     incomplete: str = ""
     """``bogus`` or ``unreachable`` when an A or AAAA query for the name failed: ``addresses``
     may lack some of the name's, so this result must not replace a held advertisement's
-    (``oeagent.discovery.cache.merge``); empty when every address query was answered."""
+    (``oeagent.discovery.holding.merge``); empty when every address query was answered."""
     unsigned_families: tuple[int, ...] = ()
     """The IP versions (4, 6) whose A or AAAA answer for the name was not DNSSEC-secure: an
     address of that version that the answer left out may have been removed by whoever is on
-    the DNS path (``cache.merge`` does not drop a held address for it while the document
+    the DNS path (``holding.merge`` does not drop a held address for it while the document
     still covers the address)."""
     dns_failure: str = ""
     """``bogus``, ``unreachable`` or ``invalid`` when the advertisement came over HTTPS after

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oeagent.discovery import claims
-from oeagent.discovery.cache import Decision
+from oeagent.discovery.entries import Decision
 
 # The group of enforce peers' addresses: dropped whenever the peer's own conn is absent
 # (being replaced on a change or a renewal, or not loaded yet), so that traffic never falls

@@ -23,7 +23,8 @@ from oeagent import config as config_module
 from oeagent.agent import DISCOVERY_MAX_INTERVAL, discovery_job
 from oeagent.config import Config
 from oeagent.discovery import discover
-from oeagent.discovery.cache import MIN_INTERVAL, Entry, PeerCache
+from oeagent.discovery.cache import PeerCache
+from oeagent.discovery.entries import MIN_INTERVAL, Entry
 from oeagent.policy import apply
 from oeagent.report import Reporter
 from oeagent.state import StateDir

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from oeagent import keys
 from oeagent.advertisement import Advertisement
 from oeagent.discovery import claims
-from oeagent.discovery.cache import Decision, Entry, PeerCache, merge
+from oeagent.discovery.cache import PeerCache
+from oeagent.discovery.entries import Decision, Entry
+from oeagent.discovery.holding import merge
 from oeagent.discovery.lookup import Discoverer, Result
 from oeagent.policy import model, render
 from oeagent.state import StateDir

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from oeagent import dnswire, keys
 from oeagent.advertisement import Advertisement, AdvertisementError, parse_document
 from oeagent.discovery import records
-from oeagent.discovery.cache import Entry, merge
+from oeagent.discovery.entries import Entry
+from oeagent.discovery.holding import merge
 from oeagent.discovery.lookup import Result
 from oeagent.policy import model, render
 from oeagent.resolver import Security, classify
@@ -279,7 +280,8 @@ def test_address_peer_needs_a_signed_ptr_that_maps_back(monkeypatch: pytest.Monk
 
 
 def test_due_peers() -> None:
-    from oeagent.discovery.cache import PeerCache, Timing
+    from oeagent.discovery.cache import PeerCache
+    from oeagent.discovery.entries import Timing
 
     cache = PeerCache.__new__(PeerCache)
     cache.entries = {

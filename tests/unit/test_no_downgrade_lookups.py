@@ -14,7 +14,8 @@ from oeagent import keys
 from oeagent.advertisement import Advertisement
 from oeagent.config import DiscoveryConfig
 from oeagent.discovery import lookup, wellknown
-from oeagent.discovery.cache import Entry, merge
+from oeagent.discovery.entries import Entry
+from oeagent.discovery.holding import merge
 from oeagent.discovery.lookup import Discoverer
 from tests.integration.oe_peers import ipseckey_rdata
 from tests.unit.test_discovery_units import _discoverer, _fake_dns

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from oeagent.advertisement import Advertisement
-from oeagent.discovery.cache import Decision, Entry, PeerCache
+from oeagent.discovery.cache import PeerCache
+from oeagent.discovery.entries import Decision, Entry
 from oeagent.errors import StateError
 from oeagent.state import StateDir
 

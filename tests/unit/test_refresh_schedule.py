@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from oeagent.advertisement import Advertisement
-from oeagent.discovery.cache import MIN_INTERVAL, PeerCache, Timing
+from oeagent.discovery.cache import PeerCache
+from oeagent.discovery.entries import MIN_INTERVAL, Timing
 from oeagent.discovery.lookup import Result
 from oeagent.state import StateDir
 
