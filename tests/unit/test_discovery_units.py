@@ -321,3 +321,20 @@ def test_ipv6_gets_its_own_group_conns_when_the_host_has_an_ipv6_route() -> None
     # A testing peer is a one-address opportunistic group (README "OE policy").
     assert files["policies/oeagent-peer-c_example_org-1"].splitlines()[1:] == ["2001:db8::1/128"]
     assert model.group_conflicts({"oeagent-clear": ["::/0"]})  # a range in the wrong family
+
+
+@pytest.mark.parametrize(("peer", "says"), [
+    # Refused as an address (a zone index), it was then reported as "an IP address, not a
+    # host name": true, and no help.
+    ("fe80::1%eth0", "not a name or address: it has a zone index (after the '%'); give the "
+                     "plain address"),
+    ("a..example.org", "not a name or address: it "),
+])
+def test_a_refused_peer_says_why_without_repeating_itself(peer: str, says: str) -> None:
+    from oeagent.config import DiscoveryConfig
+    from oeagent.discovery.lookup import Discoverer
+
+    result = Discoverer(DiscoveryConfig()).lookup(peer, NOW)
+    assert result.status == "invalid" and result.refused
+    assert result.reasons[0].startswith(says), result.reasons
+    assert repr(peer) not in result.reasons[0]
