@@ -39,9 +39,9 @@ def normalize_fqdn(name: str) -> str:
         except ValueError:
             pass
         else:
-            zone = (" (and an address with a zone index (%...) is refused too)"
-                    if isinstance(address, ipaddress.IPv6Address) and address.scope_id else "")
-            raise ValueError(f"{name!r} is an IP address, not a host name{zone}")
+            if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+                normalize_ip(candidate)  # refuses it, saying why: the zone index
+            raise ValueError(f"{name!r} is an IP address, not a host name")
     if not candidate.isascii():
         # IDNA 2008 with the UTS 46 mapping (what browsers and CAs use), never Python's own
         # "idna" codec: that is IDNA 2003, which maps faß.de to fass.de and a final sigma to

@@ -16,6 +16,7 @@ advertisement through them (``oeagent.discovery.holding``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
@@ -116,20 +117,15 @@ class Discoverer:
 
     def lookup(self, peer: str, now: dt.datetime) -> Result:
         address = None
-        not_ip: ValueError | None = None
         if names.could_be_ip(peer):  # most peers are names: no failed parse for them
-            try:
+            with contextlib.suppress(ValueError):
                 address = names.normalize_ip(peer)
-            except ValueError as exc:
-                not_ip = exc
         if address is None:
             try:
                 fqdn = names.normalize_fqdn(peer)
             except ValueError as exc:
-                # An address refused as one (a zone index) says why, not "not a host name".
-                refusal = not_ip if not_ip is not None and "is an IP address" in str(exc) else exc
                 # The refusal names the peer once, cut short: it may be a 50 MB line.
-                why = str(refusal).replace(repr(peer), "it")
+                why = str(exc).replace(repr(peer), "it")
                 return Result(peer, status="invalid", refused=True,
                               reasons=[f"not a name or address: {why}"])
             return self._lookup_name(Result(fqdn, fqdn), now, reverse=None)
