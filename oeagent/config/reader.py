@@ -194,12 +194,9 @@ class _Table:
         if path is None or not path.exists():
             return path
         try:
-            content = path.read_bytes()
-        except OSError as exc:
-            self.reader.problem(self.key_path(key), f"cannot read {path}: {exc.strerror}")
-            return None
-        if b"-----BEGIN CERTIFICATE-----" not in content:
-            self.reader.problem(self.key_path(key), f"{path} holds no PEM certificate")
+            check_pem_bundle(path)
+        except ValueError as exc:
+            self.reader.problem(self.key_path(key), str(exc))
             return None
         return path
 
@@ -237,6 +234,18 @@ class _Reader:
             for key in table.data:
                 if key not in table.used:
                     self.problem(table.key_path(key), "unknown key")
+
+
+def check_pem_bundle(path: Path) -> None:
+    """Raise ValueError unless ``path`` can be read and holds a PEM certificate: found out
+    when the config is read, not later inside ssl or NSS (an internal error, or a failure
+    right after a certificate was issued)."""
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in content:
+        raise ValueError(f"{path} holds no PEM certificate")
 
 
 TILDE = ("starts with '~', which is not expanded (it would name a directory '~' next to "

@@ -41,6 +41,7 @@ from oeagent.config.reader import (
     _check_url,
     _Reader,
     _Table,
+    check_pem_bundle,
 )
 
 
@@ -382,13 +383,7 @@ def _check_trust_anchors(reader: _Reader) -> Callable[[str], str]:
             raise ValueError(
                 f"must be 'letsencrypt' or the path of a PEM bundle; file not found: {path}"
             )
-        # Checked now: otherwise found out only when deploying a certificate just issued.
-        try:
-            content = path.read_bytes()
-        except OSError as exc:
-            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-        if b"-----BEGIN CERTIFICATE-----" not in content:
-            raise ValueError(f"{path} holds no PEM certificate")
+        check_pem_bundle(path)
         return str(path)
 
     return check
