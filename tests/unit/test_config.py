@@ -244,13 +244,18 @@ def test_secret_file_loaded_and_hidden(tmp_path: Path) -> None:
     assert SECRET_B64 not in repr(cfg)
 
 
+def _load_dns01_with_tsig_key(tmp_path: Path) -> config.Config:
+    """A dns-01 config whose TSIG secret is ``tmp_path/tsig.key``, as the test left it."""
+    return config.load(write(tmp_path, 'host.names = ["a.example"]\nchallenge.type = "dns-01"\n'
+                             'challenge.dns.tsig_secret_file = "tsig.key"\n'))
+
+
 def test_secret_readable_by_others_is_refused(tmp_path: Path) -> None:
     secret = tmp_path / "tsig.key"
     secret.write_text(SECRET_B64)
     secret.chmod(0o644)
     with pytest.raises(ConfigError, match=r"readable by group or others \(mode 0644\)"):
-        config.load(write(tmp_path, 'host.names = ["a.example"]\nchallenge.type = "dns-01"\n'
-                          'challenge.dns.tsig_secret_file = "tsig.key"\n'))
+        _load_dns01_with_tsig_key(tmp_path)
 
 
 def test_a_huge_secret_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
@@ -259,8 +264,7 @@ def test_a_huge_secret_file_is_refused_before_it_is_read(tmp_path: Path) -> None
         out.truncate(64 * 1024 + 1)  # sparse: its size is what is checked, not its content
     secret.chmod(0o600)
     with pytest.raises(ConfigError, match=r"is 65537 bytes: not a key file \(at most 65536\)"):
-        config.load(write(tmp_path, 'host.names = ["a.example"]\nchallenge.type = "dns-01"\n'
-                          'challenge.dns.tsig_secret_file = "tsig.key"\n'))
+        _load_dns01_with_tsig_key(tmp_path)
 
 
 def test_a_hook_program_others_can_write_is_refused(tmp_path: Path) -> None:
