@@ -66,7 +66,6 @@ def record(state: StateDir, now: dt.datetime, *, revoked: bool = False) -> Remov
     except StateError:
         earlier = None  # damaged: this run writes it again, which is what its message asks for
     removal = Removal(earlier.at if earlier else now, revoked or bool(earlier and earlier.revoked))
-    state.ensure()
     state.write_json(state.removed_path, {"at": removal.at.isoformat(),
                                           "revoked": removal.revoked})
     return removal
