@@ -24,7 +24,7 @@ from oeagent import keys
 from oeagent.config import Config
 from oeagent.fsio import PRIVATE_FILE
 from oeagent.report import Reporter
-from oeagent.state import StateDir
+from oeagent.state import StateDir, read_time
 
 
 @dataclass(frozen=True)
@@ -54,24 +54,15 @@ def _record_path(state: StateDir) -> Path:
     return state.cert_key_path.with_name("keys.json")
 
 
-def _time(value: Any) -> dt.datetime | None:
-    """A time from keys.json; damage reads as absent, a time without a zone too (it could
-    not be compared with now: TypeError out of renew)."""
-    try:
-        when = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-    return when if when is not None and when.tzinfo is not None else None
-
-
 def _info(entry: Any, key: keys.PrivateKey, now: dt.datetime) -> KeyInfo:
     entry = entry if isinstance(entry, dict) else {}
     spki = keys.spki_sha256(key)
     if entry.get("spki_sha256") != spki:
         entry = {}  # the record is about another key (replaced by hand): start it afresh
-    created = _time(entry.get("created_at")) or now
+    # A damaged or zone-less time reads as absent: the record is advice, the key is not.
+    created = read_time(entry.get("created_at")) or now
     return KeyInfo(spki, keys.key_algorithm(key), created,
-                   _time(entry.get("current_since")), _time(entry.get("announced_at")))
+                   read_time(entry.get("current_since")), read_time(entry.get("announced_at")))
 
 
 def _load(state: StateDir, path: Path) -> keys.PrivateKey | None:

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 
 from oeagent.errors import StateError
-from oeagent.state import StateDir
+from oeagent.state import StateDir, read_time
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,9 @@ def load(state: StateDir) -> Removal | None:
         return None
     try:
         raw = json.loads(text)
-        at = dt.datetime.fromisoformat(str(raw["at"]))
+        at = read_time(raw["at"])
         revoked = raw.get("revoked", False)
-        if at.tzinfo is None or not isinstance(revoked, bool):
+        if at is None or not isinstance(revoked, bool):
             raise ValueError("it needs a time with its UTC offset and a true/false 'revoked'")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise _damaged(state, f"{state.removed_path} is damaged ({exc})") from None

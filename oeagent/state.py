@@ -15,6 +15,7 @@ Layout (all private: directories 0700, files 0600)::
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import fcntl
 import hashlib
@@ -162,6 +163,17 @@ class StateDir:
             yield
         finally:
             os.close(fd)  # closing releases the flock
+
+
+def read_time(value: object) -> dt.datetime | None:
+    """A time as the state files hold it (ISO 8601 with its UTC offset), or None for
+    anything else: a time without a zone cannot be compared with now (a TypeError far from
+    the file), so each reader decides what damage means for it."""
+    try:
+        when = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
 
 
 def _read_holder(path: Path) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from oeagent.advertisement import Advertisement
 from oeagent.discovery.claims import BEFORE_RECORDS, Claim
+from oeagent.state import read_time
 
 NULL_KEY: tuple[Any, ...] = ("clear-or-null",)
 MIN_INTERVAL = dt.timedelta(seconds=30)
@@ -189,11 +190,8 @@ def _strings(value: object, what: str) -> tuple[str, ...]:
 
 
 def _time(value: object, what: str) -> dt.datetime:
-    try:
-        when = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
+    when = read_time(value)
+    if when is None:
         raise ValueError(f"{what} is not a time with a zone")
     return when
 

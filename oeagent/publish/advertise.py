@@ -19,7 +19,7 @@ from oeagent.config import Config
 from oeagent.errors import StateError
 from oeagent.publish import records
 from oeagent.publish.base import Desired, PublishError
-from oeagent.state import StateDir
+from oeagent.state import StateDir, read_time
 
 
 def advertised_keys(state: StateDir, current: keys.PublicKey) -> tuple[keys.PublicKey, ...]:
@@ -57,7 +57,7 @@ class Ledger:
         # itself again.
         for field, value in [("unenrolled_at", unenrolled_at),
                              *((f"pins[{pin!r}]", when) for pin, when in (pins or {}).items())]:
-            if value is not None and _aware_time(value) is None:
+            if value is not None and read_time(value) is None:
                 raise StateError(f"{path} is damaged: {field} is not a time with a zone; "
                                  "fix or remove that field")
         return cls(dict(pins or {}), unenrolled_at, bool(raw.get("purged", False)), auth)
@@ -76,14 +76,6 @@ class Ledger:
 
     def note_pins(self, pins: tuple[str, ...], now: dt.datetime) -> None:
         self.pins = {pin: self.pins.get(pin, now.isoformat()) for pin in pins}
-
-
-def _aware_time(value: object) -> dt.datetime | None:
-    try:
-        when = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-    return when if when is not None and when.tzinfo is not None else None
 
 
 def ledger_path(state: StateDir) -> Path:
