@@ -42,14 +42,17 @@ typecheck: venv
 test: deps lint typecheck
 	$(VENV)/bin/pytest -q -ra tests
 
+# umask 022 (demo, lab-up, bench; tests/conftest.py sets its own): the lab writes configs
+# group and others cannot write, which oeagent requires (they name commands it runs as
+# root), whatever the caller's umask.
 lab-up: deps
-	$(PY) -m lab up $(LAB)
+	umask 022 && $(PY) -m lab up $(LAB)
 
 lab-down: venv
 	$(PY) -m lab down $(LAB)
 
 demo: deps
-	bash scripts/demo.sh $(LAB)
+	umask 022 && bash scripts/demo.sh $(LAB)
 
 # The benchmarks in bench/ (each starts its own lab; minutes, not part of `make test`).
 # BENCH picks which (default: all): enroll discovery policy_scale startup renewal_disruption
@@ -64,7 +67,7 @@ bench: deps
 	  script=bench/$$name.py; \
 	  case " $(BENCHMARKS) " in *" $$name "*) ;; *) \
 	    echo "no benchmark bench/$$name.py (BENCH: $(BENCHMARKS))" >&2; exit 2;; esac; \
-	  echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
+	  echo "== $$script"; (umask 022 && $(PY) $$script $(BENCH_ARGS)); done
 
 clean:
 	rm -rf $(VENV) .lab .bench .pytest_cache .mypy_cache .ruff_cache

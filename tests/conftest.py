@@ -18,6 +18,11 @@ if str(REPO) not in sys.path:
 
 from lab import Lab  # noqa: E402
 
+# oeagent refuses a config group or others can write (it names commands run as root), so
+# the configs the tests write must not be group-writable whatever the caller's umask (a
+# login shell under Debian's user private groups has 002).
+os.umask(0o022)
+
 LAB_PROGRAMS = ("pebble", "named", "unbound", "tsig-keygen", "named-checkconf", "unbound-checkconf")
 
 MakeConfig = Callable[..., Path]

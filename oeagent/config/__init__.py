@@ -75,11 +75,12 @@ def load(path: Path) -> Config:
         raise ConfigError([f"file not found: {path}"], path) from None
     except OSError as exc:
         raise ConfigError([f"cannot read {path}: {exc.strerror}"], path) from None
-    if stat.S_ISREG(info.st_mode) and info.st_mode & 0o002:
-        # hooks.post_deploy runs as root: whoever can write this file owns the host.
-        raise ConfigError([f"writable by others (mode {stat.S_IMODE(info.st_mode):04o}); it "
-                           f"names the commands oeagent runs as root: run chmod o-w {path}"],
-                          path)
+    if stat.S_ISREG(info.st_mode) and info.st_mode & 0o022:
+        # hooks.post_deploy runs as root: whoever can write this file owns the host (the
+        # same rule as for the hook programs themselves).
+        raise ConfigError([f"writable by group or others (mode "
+                           f"{stat.S_IMODE(info.st_mode):04o}); it names the commands oeagent "
+                           f"runs as root: run chmod go-w {path}"], path)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError([f"larger than {MAX_CONFIG_BYTES // 2**20} MiB; is it the config?"],
                           path)

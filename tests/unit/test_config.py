@@ -189,12 +189,13 @@ def test_a_config_others_can_write_is_refused(tmp_path: Path) -> None:
     # It names the commands oeagent runs as root after every deploy (hooks.post_deploy) and
     # where it writes: any local user who can write it owns the host.
     path = write(tmp_path, 'host.names = ["a.example"]\n')
-    path.chmod(0o666)
-    with pytest.raises(ConfigError) as info:
-        config.load(path)
-    assert info.value.problems == [
-        f"writable by others (mode 0666); it names the commands oeagent runs as root: "
-        f"run chmod o-w {path}"]
+    for mode in (0o666, 0o664):  # group-writable too, as for the hook programs
+        path.chmod(mode)
+        with pytest.raises(ConfigError) as info:
+            config.load(path)
+        assert info.value.problems == [
+            f"writable by group or others (mode {mode:04o}); it names the commands oeagent "
+            f"runs as root: run chmod go-w {path}"]
     path.chmod(0o644)
     assert config.load(path).host.names == ("a.example",)
 
