@@ -11,11 +11,11 @@ problems, ``sections`` one builder per table; this module is the entry point.
 from __future__ import annotations
 
 import os
-import stat
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from oeagent.config import tamper
 from oeagent.config.model import (
     BUILTIN_TRUST_ANCHORS,
     CONFIG_ENV,
@@ -75,12 +75,12 @@ def load(path: Path) -> Config:
         raise ConfigError([f"file not found: {path}"], path) from None
     except OSError as exc:
         raise ConfigError([f"cannot read {path}: {exc.strerror}"], path) from None
-    if stat.S_ISREG(info.st_mode) and info.st_mode & 0o022:
-        # hooks.post_deploy runs as root: whoever can write this file owns the host (the
+    exposed = tamper.exposure(path, info)
+    if exposed is not None:
+        # hooks.post_deploy runs as root: whoever can change this file owns the host (the
         # same rule as for the hook programs themselves).
-        raise ConfigError([f"writable by group or others (mode "
-                           f"{stat.S_IMODE(info.st_mode):04o}); it names the commands oeagent "
-                           f"runs as root: run chmod go-w {path}"], path)
+        raise ConfigError([f"{exposed.what}; it names the commands oeagent runs as root: "
+                           f"run {exposed.fix}"], path)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError([f"larger than {MAX_CONFIG_BYTES // 2**20} MiB; is it the config?"],
                           path)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from oeagent import names
+from oeagent.config import tamper
 from oeagent.config.model import (
     BUILTIN_TRUST_ANCHORS,
     KEY_ALGORITHMS,
@@ -323,15 +324,12 @@ def _build_hooks(root: _Table) -> HooksConfig:
         # Hooks run as root after every deploy: a program others may rewrite is as bad as a
         # config file they may rewrite (refused by the reader). A program missing now is
         # reported when the hook runs (it may be installed later).
-        try:
-            mode = os.stat(argv[0]).st_mode
-        except OSError:
-            continue
-        if mode & 0o022:
+        exposed = tamper.exposure(Path(argv[0]))
+        if exposed is not None:
             root.reader.problem(
                 f"hooks.post_deploy[{index}]",
-                f"the program {argv[0]!r} is writable by group or others (mode "
-                f"{mode & 0o777:04o}) and would run as root; run: chmod go-w {argv[0]}")
+                f"the program {argv[0]!r} is {exposed.what} and would run as root; run: "
+                f"{exposed.fix}")
     return HooksConfig(
         post_deploy=post_deploy,
         timeout=t.duration("timeout", 120.0, 1, 3600),

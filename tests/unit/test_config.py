@@ -259,6 +259,44 @@ def test_secret_readable_by_others_is_refused(tmp_path: Path) -> None:
         _load_dns01_with_tsig_key(tmp_path)
 
 
+def test_a_config_another_user_owns_is_refused(tmp_path: Path) -> None:
+    # Its owner may chmod it and rewrite it, whatever its mode says now.
+    path = write(tmp_path, 'host.names = ["a.example"]\n')
+    path.chmod(0o644)
+    os.chown(path, 65534, -1)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.problems == [
+        f"owned by uid 65534 (nobody) instead of root; it names the commands oeagent runs as root: "
+        f"run chown root {path}"]
+    os.chown(path, 0, -1)
+    assert config.load(path).host.names == ("a.example",)
+
+
+def test_a_config_in_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    # Anyone may rename a file of their own over it there, whatever the config's own mode.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = write(shared, 'host.names = ["a.example"]\n')
+    path.chmod(0o644)
+    shared.chmod(0o777)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.problems == [
+        f"in a directory others can write ({shared}, mode 0777, no sticky bit); it names the "
+        f"commands oeagent runs as root: run chmod o-w {shared}"]
+    # Reached through a symbolic link from a safe place: the link's target is what is read.
+    link = tmp_path / "oeagent.toml"
+    link.symlink_to(path)
+    with pytest.raises(ConfigError, match=r"in a directory others can write"):
+        config.load(link)
+    # The sticky bit (as on /tmp) keeps others from replacing a file they do not own; a
+    # directory only a group can write is let through (user private groups, umask 002).
+    for mode in (0o1777, 0o775):
+        shared.chmod(mode)
+        assert config.load(path).host.names == ("a.example",)
+
+
 def test_a_huge_secret_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
     secret = tmp_path / "tsig.key"
     with secret.open("wb") as out:
@@ -282,6 +320,26 @@ def test_a_hook_program_others_can_write_is_refused(tmp_path: Path) -> None:
         f"0757) and would run as root; run: chmod go-w {hook}"]
     hook.chmod(0o755)
     assert len(config.load(write(tmp_path, text)).hooks.post_deploy) == 3
+
+
+def test_a_hook_program_in_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "bin"
+    shared.mkdir()
+    hook = shared / "reload-nginx"
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    hook.chmod(0o755)
+    shared.chmod(0o757)
+    text = f'host.names = ["a.example"]\n[hooks]\npost_deploy = [["{hook}"]]\n'
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, text))
+    assert info.value.problems == [
+        f"hooks.post_deploy[0]: the program '{hook}' is in a directory others can write "
+        f"({shared}, mode 0757, no sticky bit) and would run as root; run: chmod o-w {shared}"]
+    shared.chmod(0o755)
+    os.chown(hook, 65534, -1)
+    with pytest.raises(ConfigError, match=r"is owned by uid 65534 \(nobody\) instead of root and "
+                                          r"would run as root; run: chown root "):
+        config.load(write(tmp_path, text))
 
 
 def test_secret_from_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
