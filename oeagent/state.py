@@ -35,10 +35,15 @@ class StateDir:
         self.root = Path(root)
 
     # -- layout ---------------------------------------------------------------------------
+    @property
+    def accounts_root(self) -> Path:
+        """Holds one ``account_dir`` per CA."""
+        return self.root / "accounts"
+
     def account_dir(self, directory_url: str) -> Path:
         # Staging and production (or two CAs) have separate accounts and keys.
         ca_id = hashlib.sha256(directory_url.encode()).hexdigest()[:16]
-        return self.root / "accounts" / ca_id
+        return self.accounts_root / ca_id
 
     @property
     def cert_key_path(self) -> Path:

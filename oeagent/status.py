@@ -142,7 +142,7 @@ def _exposed_keys(state: StateDir) -> list[str]:
     keeps the mode it came with, and a key other local users could read is no secret."""
     found = []
     candidates = [*state.cert_key_path.parent.glob("*.pem"),
-                  *state.account_dir("").parent.glob("*/key.pem")]
+                  *state.accounts_root.glob("*/key.pem")]
     for path in sorted(candidates):
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
