@@ -22,6 +22,22 @@ log = logging.getLogger(__name__)
 _NOT_RUNNING = ("Pluto is not running", "Connection refused", "No such file or directory")
 
 
+def is_running(ctlsocket: Path) -> bool:
+    """Whether pluto's control socket is there (pluto may still be starting or have died
+    without removing it: ``_whack`` tells those apart). Raises PlutoError for anything
+    else at that path, so a wrong ``pluto.ctlsocket`` is said, not taken for "not running"
+    and the new certificate or policy silently left unloaded."""
+    try:
+        mode = ctlsocket.stat().st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:  # a file where a directory should be, no permission
+        raise PlutoError(f"cannot look at {ctlsocket} (pluto.ctlsocket): {exc.strerror}") from None
+    if not stat.S_ISSOCK(mode):
+        raise PlutoError(f"{ctlsocket} is not a socket; is pluto.ctlsocket right?")
+    return True
+
+
 def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None = None,
                  ipsec_dir: Path | None = None, config: Path | None = None,
                  removed: bool = False) -> str | None:
@@ -45,16 +61,11 @@ def reread_certs(ctlsocket: Path, timeout: float = 30.0, *, nickname: str | None
     pluto reads the certificate when a conn is added. Their SAs end; peers negotiate again
     on demand.
     """
-    try:
-        if not stat.S_ISSOCK(ctlsocket.stat().st_mode):
-            raise PlutoError(f"{ctlsocket} is not a socket; is pluto.ctlsocket right?")
-    except FileNotFoundError:
+    if not is_running(ctlsocket):
         log.info(
             "pluto is not running (no %s); it reads the certificates when it starts", ctlsocket
         )
         return None
-    except OSError as exc:  # a file where a directory should be, no permission
-        raise PlutoError(f"cannot look at {ctlsocket} (pluto.ctlsocket): {exc.strerror}") from None
     if nickname is not None:
         status = _whack(ctlsocket, ["--status"], timeout)
         if status is None:

@@ -16,7 +16,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, NoReturn
 
-from oeagent import names, proc
+from oeagent import names, pluto, proc
 from oeagent.config import Config
 from oeagent.discovery.cache import PeerCache
 from oeagent.errors import OeagentError
@@ -147,7 +147,7 @@ def _apply(cfg: Config, state: StateDir, reporter: Reporter, dry_run: bool,
         text = install.diff(current, target) if changed else ""
         reporter.step("diff", text or "no change", diff=text)
         return {**summary, "dry_run": True, "diff": text}
-    running = install.pluto_running(cfg.pluto.ctlsocket)
+    running = pluto.is_running(cfg.pluto.ctlsocket)
     record = state.read_json(_loaded_path(state))
     held = _held(record, current)
     if not changed:

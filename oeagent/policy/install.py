@@ -11,7 +11,6 @@ import contextlib
 import difflib
 import logging
 import re
-import stat
 import tempfile
 from pathlib import Path
 
@@ -99,15 +98,6 @@ def remove_stale_temp_files(ipsec_dir: Path) -> list[Path]:
                 path.unlink()
                 removed.append(path)
     return removed
-
-
-def pluto_running(ctlsocket: Path) -> bool:
-    try:
-        return stat.S_ISSOCK(ctlsocket.stat().st_mode)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:  # a file where a directory should be, no permission
-        raise PolicyError(f"cannot look at {ctlsocket} (pluto.ctlsocket): {exc.strerror}") from None
 
 
 def load(ctlsocket: Path, ipsec_dir: Path, old_conf: str | None, new_conf: str | None) -> str:

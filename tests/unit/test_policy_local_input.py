@@ -116,3 +116,16 @@ def test_a_dry_run_leaves_no_state_directory_behind(tmp_path: Path) -> None:
     assert document["dry_run"] is True and document["diff"]
     assert not (tmp_path / "state").exists()
     assert sorted(p.name for p in ipsec_dir.iterdir()) == []
+
+
+def test_ctlsocket_that_is_not_a_socket_is_said_and_nothing_is_installed(tmp_path: Path) -> None:
+    """pluto.ctlsocket naming a regular file: policy took it for "pluto is not running" and
+    installed files no pluto would load until restarted, while renewals said "not a
+    socket". Both now say the path is wrong, before anything is written."""
+    ipsec_dir = tmp_path / "ipsec.d"
+    ipsec_dir.mkdir()
+    (tmp_path / "pluto.ctl").write_text("")
+    code, document = run_policy(tmp_path, ipsec_dir)
+    assert code == 1, document
+    assert "is not a socket; is pluto.ctlsocket right?" in str(document["error"]), document
+    assert sorted(p.name for p in ipsec_dir.iterdir()) == []
