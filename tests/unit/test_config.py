@@ -17,6 +17,8 @@ from oeagent.config.sections import _build
 from oeagent.errors import EX_CONFIG, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
+# Giving a file to another user (chown) takes root; the suite runs as root (make test).
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 SECRET_B64 = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ="
 
 
@@ -259,6 +261,7 @@ def test_secret_readable_by_others_is_refused(tmp_path: Path) -> None:
         _load_dns01_with_tsig_key(tmp_path)
 
 
+@NEEDS_ROOT
 def test_a_config_another_user_owns_is_refused(tmp_path: Path) -> None:
     # Its owner may chmod it and rewrite it, whatever its mode says now.
     path = write(tmp_path, 'host.names = ["a.example"]\n')
@@ -306,11 +309,21 @@ def test_a_huge_secret_file_is_refused_before_it_is_read(tmp_path: Path) -> None
         _load_dns01_with_tsig_key(tmp_path)
 
 
+def _hook_program(directory: Path, mode: int) -> Path:
+    hook = directory / "reload-nginx"
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    hook.chmod(mode)
+    return hook
+
+
+def _hooks_config(*programs: Path) -> str:
+    argvs = ", ".join(f'["{program}"]' for program in programs)
+    return f'host.names = ["a.example"]\n[hooks]\npost_deploy = [{argvs}]\n'
+
+
 def test_a_hook_program_others_can_write_is_refused(tmp_path: Path) -> None:
     # Hooks run as root after every deploy, like the commands a config names.
-    hook = tmp_path / "reload-nginx"
-    hook.write_text("#!/bin/sh\nexit 0\n")
-    hook.chmod(0o757)
+    hook = _hook_program(tmp_path, 0o757)
     text = (f'host.names = ["a.example"]\n[hooks]\npost_deploy = [["/bin/true"], '
             f'["{hook}", "--now"], ["/nonexistent/later"]]\n')
     with pytest.raises(ConfigError) as info:
@@ -325,21 +338,30 @@ def test_a_hook_program_others_can_write_is_refused(tmp_path: Path) -> None:
 def test_a_hook_program_in_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
     shared = tmp_path / "bin"
     shared.mkdir()
-    hook = shared / "reload-nginx"
-    hook.write_text("#!/bin/sh\nexit 0\n")
-    hook.chmod(0o755)
+    hook = _hook_program(shared, 0o755)
     shared.chmod(0o757)
-    text = f'host.names = ["a.example"]\n[hooks]\npost_deploy = [["{hook}"]]\n'
+    text = _hooks_config(hook)
     with pytest.raises(ConfigError) as info:
         config.load(write(tmp_path, text))
     assert info.value.problems == [
         f"hooks.post_deploy[0]: the program '{hook}' is in a directory others can write "
         f"({shared}, mode 0757, no sticky bit) and would run as root; run: chmod o-w {shared}"]
     shared.chmod(0o755)
+    assert len(config.load(write(tmp_path, text)).hooks.post_deploy) == 1
+
+
+@NEEDS_ROOT
+def test_a_hook_program_another_user_owns_is_refused(tmp_path: Path) -> None:
+    hook = _hook_program(tmp_path, 0o755)
     os.chown(hook, 65534, -1)
-    with pytest.raises(ConfigError, match=r"is owned by uid 65534 \(nobody\) instead of root and "
-                                          r"would run as root; run: chown root "):
+    text = _hooks_config(hook)
+    with pytest.raises(ConfigError) as info:
         config.load(write(tmp_path, text))
+    assert info.value.problems == [
+        f"hooks.post_deploy[0]: the program '{hook}' is owned by uid 65534 (nobody) instead "
+        f"of root and would run as root; run: chown root {hook}"]
+    os.chown(hook, 0, -1)
+    assert len(config.load(write(tmp_path, text)).hooks.post_deploy) == 1
 
 
 def test_secret_from_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
